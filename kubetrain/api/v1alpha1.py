@@ -1,0 +1,751 @@
+"""The TrainingJob API, version v1alpha1.
+
+These pydantic models are the single source of truth: the CRD in ``crds/`` is generated
+from them (``kubetrain crd``), the CLI validates manifests with them, the runtime reads
+its settings from them and the operator builds Ray clusters from them.
+
+Field descriptions double as ``kubectl explain`` text, so they are written for users.
+CEL rules that OpenAPI cannot express live next to the field they guard, under the
+``x-kubernetes-validations`` key of ``json_schema_extra``; the same rules are mirrored
+by pydantic validators so that ``kubetrain validate`` catches them without a cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+GROUP = "kubetrain.io"
+VERSION = "v1alpha1"
+KIND = "TrainingJob"
+PLURAL = "trainingjobs"
+SINGULAR = "trainingjob"
+SHORT_NAMES = ["tj"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+#: Longest TrainingJob name; children append a uid fragment and a role, and pod names
+#: must stay valid hostnames (63 characters).
+MAX_NAME_LENGTH = 40
+
+QUANTITY_PATTERN = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+_QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+
+
+def _check_quantity(value: str | int) -> str:
+    text = str(value)
+    if not _QUANTITY_RE.match(text):
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (for example 500m, 2, 4Gi)")
+    return text
+
+
+Quantity = Annotated[
+    str | int,
+    AfterValidator(_check_quantity),
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
+]
+
+
+def nested_error(relative_path: str, message: str) -> ValueError:
+    """A model-level error that belongs to one of the model's fields: ``manifests`` moves
+    it to that field's path, so that client and server name the same field."""
+    return ValueError(f"[{relative_path}] {message}")
+
+
+def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def _immutable(what: str) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [_cel("self == oldSelf", f"{what} is immutable once set")]}
+
+
+class ApiModel(BaseModel):
+    """Base for every API object: fields carry their wire (camelCase) names, so that a
+    reader of Python code and a reader of YAML see the same words; unknown fields are
+    rejected, as the API server's strict field validation does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- data
+
+
+class BuiltinDataset(ApiModel):
+    name: Literal["digits", "iris", "wine"] = Field(
+        description="A dataset bundled with scikit-learn: digits (8x8 images, 10 classes), "
+        "iris (4 features, 3 classes) or wine (13 features, 3 classes)."
+    )
+
+
+class GeneratedDataset(ApiModel):
+    kind: Literal["sine"] = Field(
+        "sine",
+        description="Generator. sine: noisy sine waves with random frequency and phase, "
+        "as sequences; the label is the next value (regression) or the frequency band "
+        "(classification).",
+    )
+    samples: int = Field(2000, ge=10, le=10_000_000, description="Number of sequences to generate.")
+    sequenceLength: int = Field(32, ge=2, le=10_000, description="Time steps per sequence.")
+    noise: float = Field(0.1, ge=0, le=10, description="Standard deviation of the Gaussian noise.")
+    classes: int = Field(
+        3, ge=2, le=100, description="Frequency bands, used as labels for classification."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the generator, for reproducible data.")
+
+
+class UriSource(ApiModel):
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="A file or directory: a local or PVC-mounted path (/data/x.csv), or an "
+        "fsspec URI such as s3://bucket/prefix/ or gs://bucket/file.parquet.",
+    )
+    format: Literal["csv", "parquet", "jsonl", "numpy"] = Field(
+        "csv",
+        description="File format. numpy expects .npy (or .npz with arrays named x and y).",
+    )
+
+
+class DataSource(ApiModel):
+    """Exactly one of builtin, generated or uri."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "[has(self.builtin), has(self.generated), has(self.uri)]"
+                    ".filter(x, x).size() == 1",
+                    "exactly one of builtin, generated or uri must be set",
+                )
+            ]
+        }
+    )
+
+    builtin: BuiltinDataset | None = Field(None, description="A dataset bundled with scikit-learn.")
+    generated: GeneratedDataset | None = Field(None, description="A synthetic dataset.")
+    uri: UriSource | None = Field(None, description="Files read through Ray Data and fsspec.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DataSource:
+        chosen = [n for n in ("builtin", "generated", "uri") if getattr(self, n) is not None]
+        if len(chosen) != 1:
+            raise ValueError("exactly one of builtin, generated or uri must be set")
+        return self
+
+
+FilterOp = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not_in", "is_null", "not_null"]
+
+
+class FilterRule(ApiModel):
+    column: str = Field(min_length=1, description="Column the condition reads.")
+    op: FilterOp = Field(description="Comparison. Rows for which it is false are dropped.")
+    value: Any = Field(
+        None,
+        description="Right-hand side: a number, a string, or a list for in/not_in. "
+        "Not used by is_null/not_null.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> FilterRule:
+        if self.op in ("in", "not_in") and not isinstance(self.value, list):
+            raise ValueError(f"op {self.op} needs a list value")
+        if self.op not in ("in", "not_in", "is_null", "not_null") and (
+            self.value is None or isinstance(self.value, (list, dict))
+        ):
+            raise ValueError(f"op {self.op} needs a scalar value")
+        return self
+
+
+class CastRule(ApiModel):
+    column: str = Field(min_length=1, description="Column to convert.")
+    type: Literal["int", "float", "string", "bool"] = Field(
+        description="Target type. Rows whose value cannot be converted are dropped."
+    )
+
+
+class ClipRule(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("has(self.min) || has(self.max)", "set min, max or both"),
+                _cel(
+                    "!has(self.min) || !has(self.max) || self.min <= self.max",
+                    "min must not exceed max",
+                ),
+            ]
+        }
+    )
+
+    column: str = Field(min_length=1, description="Numeric column to clip.")
+    min: float | None = Field(None, description="Lower bound; smaller values are raised to it.")
+    max: float | None = Field(None, description="Upper bound; larger values are lowered to it.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ClipRule:
+        if self.min is None and self.max is None:
+            raise ValueError("set min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min must not exceed max")
+        return self
+
+
+class Cleaning(ApiModel):
+    """Declarative cleaning, applied in this order: casts, dropNulls, filters, clip,
+    dropDuplicates. Each rule's dropped rows are counted in status.dataStats."""
+
+    dropNulls: bool = Field(False, description="Drop rows with a null (or empty CSV cell).")
+    dropNullsIn: list[str] = Field(
+        default_factory=list,
+        description="Only consider these columns for dropNulls (empty means all columns).",
+    )
+    dropDuplicates: bool = Field(False, description="Drop duplicate rows across the whole dataset.")
+    duplicateKeys: list[str] = Field(
+        default_factory=list,
+        description="Columns that identify a duplicate (empty means all columns).",
+    )
+    filters: list[FilterRule] = Field(
+        default_factory=list, max_length=64, description="Row filters; all must hold."
+    )
+    casts: list[CastRule] = Field(default_factory=list, max_length=256, description="Type casts.")
+    clip: list[ClipRule] = Field(
+        default_factory=list, max_length=256, description="Value clipping."
+    )
+
+
+class Impute(ApiModel):
+    columns: list[str] = Field(min_length=1, description="Columns whose nulls are filled.")
+    strategy: Literal["mean", "most_frequent", "constant"] = Field(
+        "mean", description="How the fill value is chosen (fitted on the training split)."
+    )
+    fillValue: float | str | None = Field(
+        None,
+        description="Value for strategy constant.",
+        json_schema_extra={"x-kubernetes-int-or-string": True},
+    )
+
+
+class Scale(ApiModel):
+    columns: list[str] = Field(min_length=1, description="Numeric columns to scale.")
+    method: Literal["standard", "minmax"] = Field(
+        "standard", description="standard: zero mean, unit variance. minmax: into [0, 1]."
+    )
+
+
+class Encode(ApiModel):
+    columns: list[str] = Field(min_length=1, description="Categorical columns to encode.")
+    method: Literal["onehot", "ordinal"] = Field("onehot", description="Encoding.")
+
+
+class Preprocessing(ApiModel):
+    """Ray Data preprocessors, fitted on the training split only."""
+
+    impute: list[Impute] = Field(default_factory=list, max_length=64, description="Imputers.")
+    scale: list[Scale] = Field(default_factory=list, max_length=64, description="Scalers.")
+    encode: list[Encode] = Field(default_factory=list, max_length=64, description="Encoders.")
+
+
+class ValidationSplit(ApiModel):
+    fraction: float = Field(0.2, gt=0, lt=1, description="Share of rows held out for validation.")
+    seed: int = Field(42, ge=0, description="Seed of the shuffle before the split.")
+
+
+class DataSpec(ApiModel):
+    source: DataSource = Field(description="Where the rows come from.")
+    cleaning: Cleaning = Field(default_factory=Cleaning, description="Row cleaning rules.")
+    preprocessing: Preprocessing = Field(
+        default_factory=Preprocessing, description="Feature preprocessing."
+    )
+    features: list[str] = Field(
+        default_factory=list,
+        description="Feature columns, in order. Empty means every column except the label.",
+    )
+    label: str | None = Field(
+        None,
+        description="Label column. Bundled and generated datasets name theirs 'target'. "
+        "Not needed for generation (VAE).",
+    )
+    validation: ValidationSplit = Field(
+        default_factory=ValidationSplit, description="Train/validation split."
+    )
+
+
+# -------------------------------------------------------------------------- model
+
+
+class CnnSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.kernelSizes.size() == self.channels.size()",
+                    "kernelSizes must have one entry per channels entry",
+                )
+            ]
+        }
+    )
+
+    channels: list[int] = Field(
+        default_factory=lambda: [16, 32],
+        min_length=1,
+        max_length=8,
+        description="Output channels of each convolution block.",
+    )
+    kernelSizes: list[int] = Field(
+        default_factory=lambda: [3, 3],
+        min_length=1,
+        max_length=8,
+        description="Kernel size of each convolution block.",
+    )
+    hiddenUnits: int = Field(64, ge=1, le=65536, description="Width of the dense layer.")
+    dropout: float = Field(0.25, ge=0, lt=1, description="Dropout before the classifier.")
+    imageShape: list[int] = Field(
+        default_factory=list,
+        max_length=3,
+        description="Input shape [channels, height, width]. Empty means inferred from the "
+        "data (a square single-channel image).",
+    )
+
+    @model_validator(mode="after")
+    def _one_kernel_per_block(self) -> CnnSpec:
+        if len(self.kernelSizes) != len(self.channels):
+            raise ValueError("kernelSizes must have one entry per channels entry")
+        return self
+
+
+class RnnSpec(ApiModel):
+    cell: Literal["lstm", "gru"] = Field("lstm", description="Recurrent cell.")
+    hiddenSize: int = Field(64, ge=1, le=65536, description="Hidden state size.")
+    layers: int = Field(1, ge=1, le=16, description="Stacked recurrent layers.")
+    bidirectional: bool = Field(False, description="Read sequences in both directions.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout between layers.")
+
+
+class VaeSpec(ApiModel):
+    latentDim: int = Field(8, ge=1, le=4096, description="Size of the latent code.")
+    hiddenUnits: list[int] = Field(
+        default_factory=lambda: [128],
+        min_length=1,
+        max_length=8,
+        description="Encoder widths; the decoder mirrors them.",
+    )
+    beta: float = Field(1.0, ge=0, le=1000, description="Weight of the KL term in the ELBO.")
+    samples: int = Field(16, ge=0, le=1024, description="Samples generated after training.")
+
+
+class MlpSpec(ApiModel):
+    hiddenUnits: list[int] = Field(
+        default_factory=lambda: [512, 512],
+        min_length=1,
+        max_length=16,
+        description="Widths of the dense layers.",
+    )
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout after each dense layer.")
+    activation: Literal["relu", "gelu", "tanh"] = Field("relu", description="Activation.")
+
+
+ModelType = Literal["cnn", "rnn", "vae", "mlp"]
+Task = Literal["classification", "regression", "generation"]
+_SECTIONS: tuple[ModelType, ...] = ("cnn", "rnn", "vae", "mlp")
+_TASKS_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "cnn": ("classification",),
+    "rnn": ("classification", "regression"),
+    "vae": ("generation",),
+    "mlp": ("classification", "regression"),
+}
+
+
+class ModelSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    " && ".join(f"(!has(self.{s}) || self.type == '{s}')" for s in _SECTIONS),
+                    "only the section named by type may be set",
+                ),
+                _cel(
+                    "!has(self.task) || "
+                    + " || ".join(
+                        f"(self.type == '{t}' && self.task in {list(tasks)})"
+                        for t, tasks in _TASKS_BY_TYPE.items()
+                    ),
+                    "task does not fit the model type: cnn does classification, rnn and mlp "
+                    "classification or regression, vae generation",
+                    ".task",
+                ),
+            ]
+        }
+    )
+
+    type: ModelType = Field(
+        description="Model family: cnn (images), rnn (sequences), vae (generation) or mlp "
+        "(dense classifier).",
+    )
+    task: Task | None = Field(
+        None,
+        description="What is learnt: classification, regression or generation. Unset means "
+        "generation for vae and classification otherwise.",
+    )
+    cnn: CnnSpec | None = Field(None, description="Settings for type cnn.")
+    rnn: RnnSpec | None = Field(None, description="Settings for type rnn.")
+    vae: VaeSpec | None = Field(None, description="Settings for type vae.")
+    mlp: MlpSpec | None = Field(None, description="Settings for type mlp.")
+
+    @model_validator(mode="after")
+    def _section_and_task(self) -> ModelSpec:
+        for section in _SECTIONS:
+            if section != self.type and getattr(self, section) is not None:
+                raise ValueError(f"only the section named by type may be set (found {section})")
+        if self.task is None:
+            self.task = _TASKS_BY_TYPE[self.type][0]
+        return self
+
+    @field_validator("task")
+    @classmethod
+    def _task_fits_type(cls, task: Task | None, info: ValidationInfo) -> Task | None:
+        model_type = info.data.get("type")
+        if task is not None and model_type and task not in _TASKS_BY_TYPE[model_type]:
+            raise ValueError(
+                f"task {task} does not fit model type {model_type} "
+                f"(allowed: {', '.join(_TASKS_BY_TYPE[model_type])})"
+            )
+        return task
+
+    def section(self) -> CnnSpec | RnnSpec | VaeSpec | MlpSpec:
+        """The type's settings, defaulted when the manifest left them out."""
+        current = getattr(self, self.type)
+        if current is not None:
+            return current
+        return {"cnn": CnnSpec, "rnn": RnnSpec, "vae": VaeSpec, "mlp": MlpSpec}[self.type]()
+
+
+# ----------------------------------------------------------------------- training
+
+
+class Optimizer(ApiModel):
+    name: Literal["sgd", "adam", "adamw"] = Field("adam", description="Optimizer.")
+    learningRate: float = Field(1e-3, gt=0, le=10, description="Learning rate.")
+    weightDecay: float = Field(0.0, ge=0, le=1, description="L2 penalty (decoupled for adamw).")
+    momentum: float = Field(0.0, ge=0, lt=1, description="Momentum, for sgd.")
+
+
+class EarlyStopping(ApiModel):
+    metric: str = Field("val_loss", description="Reported metric to watch, such as val_loss.")
+    mode: Literal["min", "max"] = Field("min", description="Whether lower or higher is better.")
+    patience: int = Field(
+        3, ge=1, le=1000, description="Epochs without improvement before stopping."
+    )
+    minDelta: float = Field(0.0, ge=0, description="Smallest change that counts as improvement.")
+
+
+class CheckpointPolicy(ApiModel):
+    everyEpochs: int = Field(1, ge=1, le=10000, description="Save a checkpoint every N epochs.")
+    keep: int = Field(2, ge=1, le=100, description="Checkpoints kept; older ones are deleted.")
+
+
+class WorkerResources(ApiModel):
+    cpu: Quantity = Field("1", description="CPU per training worker (Kubernetes quantity).")
+    memory: Quantity = Field("2Gi", description="Memory per training worker.")
+    gpu: int = Field(0, ge=0, le=16, description="GPUs per training worker.")
+
+
+class TrainingSpec(ApiModel):
+    epochs: int = Field(10, ge=1, le=100000, description="Passes over the training split.")
+    batchSize: int = Field(64, ge=1, le=1_000_000, description="Samples per batch, per worker.")
+    optimizer: Optimizer = Field(default_factory=Optimizer, description="Optimizer settings.")
+    seed: int = Field(0, ge=0, description="Seed for weights, shuffling and dropout.")
+    earlyStopping: EarlyStopping | None = Field(
+        None, description="Stop when a metric stops improving. Unset means never."
+    )
+    checkpoint: CheckpointPolicy = Field(
+        default_factory=CheckpointPolicy, description="Checkpoint frequency and retention."
+    )
+    workers: int = Field(1, ge=1, le=1024, description="Ray Train workers (data-parallel ranks).")
+    resourcesPerWorker: WorkerResources = Field(
+        default_factory=WorkerResources, description="Resources of each training worker."
+    )
+    mixedPrecision: bool = Field(False, description="Use automatic mixed precision on GPUs.")
+    maxFailures: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Worker failures Ray Train absorbs by restarting from "
+        "the last checkpoint, within one attempt.",
+    )
+    trainFunction: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="Escape hatch: module:function importable in the image, run as the "
+        "per-worker training loop instead of the built-in one.",
+    )
+
+
+# ------------------------------------------------------------------------ cluster
+
+
+class Toleration(ApiModel):
+    key: str | None = Field(None, description="Taint key; empty matches all keys with Exists.")
+    operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists or Equal.")
+    value: str | None = Field(None, description="Taint value, for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect; empty matches all effects."
+    )
+    tolerationSeconds: int | None = Field(None, description="For NoExecute: how long to stay.")
+
+
+class PodResources(ApiModel):
+    cpu: Quantity = Field("1", description="CPU request and limit.")
+    memory: Quantity = Field("4Gi", description="Memory request and limit.")
+
+
+class HeadSpec(ApiModel):
+    resources: PodResources = Field(
+        default_factory=PodResources, description="Resources of the Ray head pod."
+    )
+
+
+class ClusterSpec(ApiModel):
+    image: str = Field(
+        "kubetrain/runtime:0.1.0",
+        min_length=1,
+        description="Container image with Ray, torch and kubetrain's runtime.",
+    )
+    imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="Pull policy for the Ray pods."
+    )
+    nodePool: str | None = Field(
+        None,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="A node pool defined by the operator's admin (for example a100). It "
+        "brings its own nodeSelector, tolerations and GPU resource name.",
+    )
+    head: HeadSpec = Field(default_factory=HeadSpec, description="The Ray head pod.")
+    nodeSelector: dict[str, str] = Field(
+        default_factory=dict, description="Added to the pool's nodeSelector."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Added to the pool's tolerations."
+    )
+    priorityClassName: str | None = Field(None, description="PriorityClass of the Ray pods.")
+    serviceAccountName: str | None = Field(
+        None,
+        description="ServiceAccount of the Ray pods. Unset means one the operator creates "
+        "with only the rights the runtime needs.",
+    )
+
+
+# ------------------------------------------------------------------------- output
+
+
+class OutputSpec(ApiModel):
+    uri: str | None = Field(
+        None,
+        max_length=4096,
+        description="Where the model, metrics, plots and checkpoints go: a local or PVC path "
+        "or an fsspec URI (s3://...). Unset means runs/<name> locally, or the job's "
+        "volume in a cluster. Must be shared storage when there is more than one node.",
+    )
+    plots: bool = Field(
+        True, description="Write PNG plots (loss curves, confusion matrix, samples)."
+    )
+
+
+# ---------------------------------------------------------------------- runPolicy
+
+
+class RunPolicy(ApiModel):
+    backoffLimit: int = Field(
+        1,
+        ge=0,
+        le=100,
+        description="Retries of the whole job after a failure, each "
+        "resuming from the last checkpoint.",
+    )
+    activeDeadlineSeconds: int | None = Field(
+        None, ge=1, description="Fail with DeadlineExceeded after this long from the start."
+    )
+    startupDeadlineSeconds: int = Field(
+        600, ge=1, le=86400, description="Fail when the Ray cluster is not ready within this long."
+    )
+    ttlSecondsAfterFinished: int | None = Field(
+        None, ge=0, description="Delete the TrainingJob this long after it finished."
+    )
+    suspend: bool = Field(
+        False,
+        description="Stop the job and delete its pods, keeping checkpoints; resume "
+        "from the last checkpoint when set back to false.",
+    )
+    cleanupPolicy: Literal["DeleteCluster", "KeepHead", "KeepAll"] = Field(
+        "DeleteCluster",
+        description="What stays of the Ray cluster after the job finished: nothing, the head "
+        "pod for debugging, or everything.",
+    )
+
+
+# --------------------------------------------------------------------------- spec
+
+
+LABEL_REQUIRED = "is required to train on files, except for vae"
+
+
+class TrainingJobSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.data.source.uri) || has(self.data.label)"
+                    " || self.model.type == 'vae'",
+                    f"data.label {LABEL_REQUIRED}",
+                    ".data.label",
+                )
+            ]
+        }
+    )
+
+    data: DataSpec = Field(
+        description="Data source, cleaning and preprocessing.",
+        json_schema_extra=_immutable("spec.data"),
+    )
+    model: ModelSpec = Field(
+        description="The model to train.", json_schema_extra=_immutable("spec.model")
+    )
+    training: TrainingSpec = Field(
+        default_factory=TrainingSpec,
+        description="Training settings.",
+        json_schema_extra=_immutable("spec.training"),
+    )
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec, description="The Ray cluster.")
+    output: OutputSpec = Field(
+        default_factory=OutputSpec,
+        description="Output location.",
+        json_schema_extra=_immutable("spec.output"),
+    )
+    runPolicy: RunPolicy = Field(default_factory=RunPolicy, description="Lifecycle policy.")
+
+    @model_validator(mode="after")
+    def _label_needed(self) -> TrainingJobSpec:
+        if self.model.type != "vae" and self.data.source.uri is not None and not self.data.label:
+            raise nested_error("data.label", LABEL_REQUIRED)
+        return self
+
+
+# ------------------------------------------------------------------------- status
+
+Phase = Literal[
+    "Pending", "Provisioning", "Running", "Succeeded", "Failed", "Suspended", "Retrying"
+]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
+
+
+class Condition(ApiModel):
+    type: str = Field(description="Condition type, such as Ready, Running, Succeeded, Failed.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field("", description="One CamelCase word for machines.")
+    message: str = Field("", description="Human-readable details.")
+    lastTransitionTime: str | None = Field(None, description="When status last changed (RFC 3339).")
+    observedGeneration: int | None = Field(None, description="Spec generation this reflects.")
+
+
+class Progress(ApiModel):
+    stage: Literal["data", "training", "finishing"] | None = Field(
+        None, description="Current stage."
+    )
+    epoch: int | None = Field(None, description="Epochs completed.")
+    totalEpochs: int | None = Field(None, description="Epochs planned.")
+    percent: int | None = Field(None, ge=0, le=100, description="Overall progress, 0-100.")
+    samplesPerSecond: float | None = Field(None, description="Training throughput, all workers.")
+    etaSeconds: int | None = Field(None, description="Estimated seconds until done.")
+
+
+class RuleDrop(ApiModel):
+    rule: str = Field(description="The cleaning rule, such as dropNulls or filters[0].")
+    dropped: int = Field(description="Rows it removed.")
+
+
+class DataStats(ApiModel):
+    rowsRead: int | None = Field(None, description="Rows read from the source.")
+    rowsAfterCleaning: int | None = Field(None, description="Rows left after cleaning.")
+    droppedByRule: list[RuleDrop] = Field(
+        default_factory=list, description="Rows dropped per rule."
+    )
+    trainRows: int | None = Field(None, description="Rows in the training split.")
+    validationRows: int | None = Field(None, description="Rows in the validation split.")
+
+
+class Artifacts(ApiModel):
+    outputUri: str | None = Field(None, description="Root of the job's outputs.")
+    modelUri: str | None = Field(None, description="The final model (state dict and spec).")
+    metricsUri: str | None = Field(None, description="metrics.json with the per-epoch history.")
+    reportUri: str | None = Field(None, description="The data report.")
+    plots: list[str] = Field(default_factory=list, description="PNG plots.")
+    latestCheckpoint: str | None = Field(None, description="Newest checkpoint, used on resume.")
+    checkpointEpoch: int | None = Field(None, description="Epoch of the newest checkpoint.")
+
+
+class TrainingJobStatus(ApiModel):
+    phase: Phase | None = Field(None, description="Where the job is in its lifecycle.")
+    reason: str | None = Field(None, description="Why it is in this phase (CamelCase).")
+    message: str | None = Field(None, description="Details for humans.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Standard conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    observedGeneration: int | None = Field(None, description="Spec generation last acted on.")
+    startTime: str | None = Field(None, description="When the job was first started.")
+    completionTime: str | None = Field(None, description="When it reached Succeeded or Failed.")
+    attempts: int | None = Field(None, description="Ray job submissions so far.")
+    rayClusterName: str | None = Field(
+        None, description="Name shared by the Ray cluster's objects."
+    )
+    dashboardURL: str | None = Field(None, description="The Ray dashboard.")
+    submissionId: str | None = Field(
+        None, description="Ray job submission id of the current attempt."
+    )
+    progress: Progress | None = Field(None, description="Progress of the current attempt.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Latest metrics.")
+    keyMetric: str | None = Field(None, description="The headline metric, as name=value.")
+    dataStats: DataStats | None = Field(None, description="Rows read, cleaned and split.")
+    artifacts: Artifacts | None = Field(None, description="Where the outputs are.")
+    kopf: dict[str, Any] | None = Field(
+        None,
+        description="The operator's own bookkeeping; not for users.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class ObjectMeta(BaseModel):
+    """Only what kubetrain reads; everything else passes through untouched."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+    )
+    namespace: str | None = None
+
+
+class TrainingJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    apiVersion: Literal["kubetrain.io/v1alpha1"]
+    kind: Literal["TrainingJob"]
+    metadata: ObjectMeta
+    spec: TrainingJobSpec
+    status: TrainingJobStatus | None = None

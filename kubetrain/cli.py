@@ -1,0 +1,99 @@
+"""The ``kubetrain`` command line.
+
+It imports only pydantic and PyYAML at start, so ``validate`` and ``crd`` are instant and
+work where Ray and torch are not installed; ``run`` imports the runtime when it is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kubetrain import __version__
+from kubetrain.errors import UserError
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from kubetrain.api.manifests import read_documents, validate_document
+
+    failed = 0
+    for name in args.files:
+        path = Path(name)
+        for index, doc in read_documents(path):
+            job, errors = validate_document(doc)
+            where = f"{path}" + (f"[{index}]" if index else "")
+            if job is None:
+                failed += 1
+                for error in errors:
+                    print(f"{where}: {error}", file=sys.stderr)
+            elif not args.quiet:
+                print(f"{where}: ok ({job.metadata.name}, {job.spec.model.type})")
+    return 1 if failed else 0
+
+
+def _crd(args: argparse.Namespace) -> int:
+    from kubetrain.api.crd import render_crd
+
+    text = render_crd()
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kubetrain.api.manifests import load_training_job
+
+    job = load_training_job(Path(args.file))
+    try:
+        from kubetrain_runtime.local import run_local
+    except ImportError as exc:
+        raise UserError(
+            f"the runtime is not installed ({exc.name} missing); "
+            "install it with: pip install 'kubetrain[runtime]'"
+        ) from None
+    return run_local(job, workers=args.workers, output=args.output)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubetrain",
+        description="Train PyTorch models with Ray, locally or on Kubernetes.",
+    )
+    parser.add_argument("--version", action="version", version=f"kubetrain {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = sub.add_parser("validate", help="check TrainingJob manifests without a cluster")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    validate.set_defaults(handler=_validate)
+
+    crd = sub.add_parser("crd", help="print the TrainingJob CustomResourceDefinition")
+    crd.add_argument("-o", "--output", help="write to this file instead of stdout")
+    crd.set_defaults(handler=_crd)
+
+    run = sub.add_parser("run", help="run a TrainingJob here, on an embedded local Ray")
+    run.add_argument("file", metavar="FILE")
+    run.add_argument("--workers", type=int, help="training workers (overrides the spec)")
+    run.add_argument("--output", help="output directory (overrides the spec)")
+    run.set_defaults(handler=_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

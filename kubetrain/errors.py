@@ -1,0 +1,22 @@
+"""Errors that users cause and can fix; the CLI prints them as one line, no traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem in the user's input: a manifest, a data file, a column name."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class SpecError(UserError):
+    """The spec is well-formed but cannot work (a column that is missing, a shape that
+    does not fit the model). ``field`` names the spec field to fix."""
+
+
+class DataError(UserError):
+    """The data cannot be read or is not what the spec says (``field`` is usually a path)."""

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's Python environment outside the clone, so reruns are fast.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache=${KUBETRAIN_CACHE:-$HOME/.cache/kubetrain}
+venv=$cache/venv
+mkdir -p "$cache"
+if [ ! -x "$cache/uv/bin/uv" ]; then
+  python3 -m venv "$cache/uv"
+  "$cache/uv/bin/pip" install -q "uv==0.13.9"
+fi
+uv=$cache/uv/bin/uv
+export UV_CACHE_DIR=$cache/uv-cache
+[ -x "$venv/bin/python" ] || "$uv" venv -q --python python3 "$venv"
+extras=${KUBETRAIN_EXTRAS:-all}
+stamp=$venv/.kubetrain-stamp
+want=$(cat "$here/pyproject.toml" | sha256sum | cut -c1-16)-$extras
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  "$uv" pip install -q --python "$venv/bin/python" -e "$here[$extras]" >&2
+  echo "$want" > "$stamp"
+fi
+echo "$venv"
