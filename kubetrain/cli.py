@@ -55,7 +55,9 @@ def _run(args: argparse.Namespace) -> int:
             f"the runtime is not installed ({exc.name} missing); "
             "install it with: pip install 'kubetrain[runtime]'"
         ) from None
-    return run_local(job, workers=args.workers, output=args.output)
+    return run_local(
+        job, workers=args.workers, output=args.output, manifest_dir=Path(args.file).parent
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
