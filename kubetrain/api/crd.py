@@ -74,7 +74,13 @@ def _structural(schema: dict[str, Any], factory_default: Any = None) -> dict[str
         schema["anyOf"] = [{"type": "integer"}, {"type": "string"}]
         schema.setdefault("maxLength", 64)
         return schema
-    if schema.get("x-kubernetes-preserve-unknown-fields") and "type" not in schema:
+    if schema.get("x-kubernetes-preserve-unknown-fields") and "properties" not in schema:
+        # A free-form value (a filter's operand): any JSON, checked by the runtime.
+        is_map = schema.pop("additionalProperties", None) is not None
+        schema.pop("anyOf", None)
+        schema.pop("type", None)
+        if is_map:
+            schema["type"] = "object"
         return schema
 
     for bound in ("exclusiveMinimum", "exclusiveMaximum"):

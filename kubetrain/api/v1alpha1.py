@@ -231,10 +231,10 @@ class Impute(ApiModel):
     strategy: Literal["mean", "most_frequent", "constant"] = Field(
         "mean", description="How the fill value is chosen (fitted on the training split)."
     )
-    fillValue: float | str | None = Field(
+    fillValue: float | int | str | None = Field(
         None,
-        description="Value for strategy constant.",
-        json_schema_extra={"x-kubernetes-int-or-string": True},
+        description="Value for strategy constant: a number or a string.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
 
 
