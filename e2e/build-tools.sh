@@ -54,7 +54,7 @@ for arg in "$@"; do
     all) tools+=(kubernetes etcd kwok helm kind) ;;
     --dir) mode=dir ;;
     --check) mode=check ;;
-    -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) binaries_of "$arg" >/dev/null; tools+=("$arg") ;;
   esac
 done

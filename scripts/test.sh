@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$(scripts/bootstrap.sh)
 if [ "${KUBETRAIN_SKIP_TOOLS:-0}" != 1 ]; then
-  KUBETRAIN_BIN_DIR=$(e2e/build-tools.sh | tail -n 1)
+  KUBETRAIN_BIN_DIR=$(e2e/build-tools.sh core helm | tail -n 1)
   export KUBETRAIN_BIN_DIR
 fi
 "$venv/bin/ruff" check .
