@@ -709,6 +709,11 @@ class TrainingJobStatus(ApiModel):
     startTime: str | None = Field(None, description="When the job was first started.")
     completionTime: str | None = Field(None, description="When it reached Succeeded or Failed.")
     attempts: int | None = Field(None, description="Ray job submissions so far.")
+    failedAttempts: int | None = Field(
+        None,
+        description="Attempts that failed; the job is retried while this is at most "
+        "runPolicy.backoffLimit.",
+    )
     rayClusterName: str | None = Field(
         None, description="Name shared by the Ray cluster's objects."
     )

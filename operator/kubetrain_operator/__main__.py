@@ -1,0 +1,80 @@
+"""``python -m kubetrain_operator``: run the operator.
+
+Flags override the config file (``--config`` or ``$KUBETRAIN_OPERATOR_CONFIG``). Liveness
+is kopf's own endpoint (``/healthz``), Prometheus metrics are on ``metricsPort``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _hide_unused_clients() -> None:
+    """kopf probes for the official Kubernetes clients at import and loads them when they
+    are installed (about 50 MB and a slower start); this operator brings its own client."""
+    for name in ("kubernetes", "kubernetes_asyncio", "pykube"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kubetrain_operator")
+    parser.add_argument("--config", help="operator config YAML (node pools, namespaces, ...)")
+    parser.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch only this namespace"
+    )
+    parser.add_argument("--liveness", default="http://0.0.0.0:8081/healthz")
+    parser.add_argument("--metrics-port", type=int, help="override metricsPort (0 = off)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+
+    _hide_unused_clients()
+    import kopf
+
+    from kubetrain.errors import UserError
+
+    from .config import load_config
+    from .handlers import build_registry
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # kopf's per-object INFO lines ("Timer ... succeeded") cost CPU at scale and say little.
+    logging.getLogger("kopf.objects").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        config = load_config(args.config)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.namespace:
+        config = config.model_copy(update={"namespaces": args.namespace})
+    if args.metrics_port is not None:
+        config = config.model_copy(update={"metricsPort": args.metrics_port})
+
+    loop = _new_loop()
+    kopf.run(
+        loop=loop,
+        registry=build_registry(config),
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        standalone=config.peeringName is None,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (about 10% less CPU at scale), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""The I/O half of a reconciliation: gather what is (the job, its pods from the operator's
+index, its Ray job), let :func:`status.decide` say what should be, then do it.
+
+Handlers in ``handlers.py`` call :func:`reconcile`; nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from pydantic import ValidationError
+
+from kubetrain.api.v1alpha1 import TERMINAL_PHASES, TrainingJobSpec, TrainingJobStatus
+from kubetrain.errors import SpecError
+
+from . import builders, metrics, status
+from .config import OperatorConfig
+from .kube import KubeApi
+from .naming import DASHBOARD_PORT, LABEL_JOB_UID, ROLE_HEAD, ROLE_WORKER, JobRef
+from .rayjobs import RayJobsClient, RayJobsError
+from .status import (
+    DeleteJob,
+    DeletePods,
+    DeleteService,
+    EnsureCluster,
+    Observed,
+    PodState,
+    RayJobState,
+    StopRayJob,
+    SubmitRayJob,
+)
+from .validation import Placement, parse_spec, resolve_placement
+
+log = logging.getLogger(__name__)
+SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+@dataclass
+class Context:
+    """Operator-wide state, kept in kopf's memo: the config and the API sessions."""
+
+    config: OperatorConfig
+    kube: KubeApi | None = None
+    ray_session: aiohttp.ClientSession | None = None
+    #: Parsed spec per (uid, generation): a spec only changes with its generation, and
+    #: parsing it on every look is the largest cost of a reconciliation.
+    specs: dict[tuple[str, int], Any] = field(default_factory=dict)
+    #: Pods this process created that the index has not shown yet (the "expectations" of
+    #: Kubernetes' own controllers): under load the watch lags behind the creates, and a
+    #: look in between must not take them for missing and create them again.
+    expectations: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Per job: what the last look saw, and until when the same sight needs no new look.
+    looks: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    in_cluster: bool = field(
+        default_factory=lambda: (
+            bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(SA_TOKEN)
+        )
+    )
+
+    def ray_client(self, job: JobRef) -> RayJobsClient:
+        """Reach the job's dashboard through its Service in the cluster, else through the
+        API server's service proxy with the operator's own credentials."""
+        assert self.kube is not None, "not logged in yet"
+        mode = self.config.ray.mode
+        via_service = mode == "service" or (mode == "auto" and self.in_cluster)
+        if via_service:
+            if self.ray_session is None:
+                self.ray_session = aiohttp.ClientSession()
+            base, session = job.dashboard_url, self.ray_session
+        else:
+            base = self.kube.service_proxy_url(job.namespace, job.head_service, DASHBOARD_PORT)
+            session = self.kube.session
+        return RayJobsClient(
+            base,
+            session,
+            token=self.config.ray.authToken,
+            timeout=self.config.ray.requestTimeoutSeconds,
+        )
+
+    async def close(self) -> None:
+        if self.kube is not None:
+            await self.kube.close()
+        if self.ray_session is not None:
+            await self.ray_session.close()
+
+
+# ------------------------------------------------------------------- the index
+
+
+def index_pod(body: dict[str, Any]) -> dict[str, PodState] | None:
+    """Index entry of a child pod: job uid → its summary (None for other pods)."""
+    uid = (body.get("metadata", {}).get("labels") or {}).get(LABEL_JOB_UID)
+    return {uid: status.summarize_pod(body)} if uid else None
+
+
+# --------------------------------------------------------------- reconcile
+
+
+EXPECTATION_TIMEOUT = 120.0
+_BOUND = 100_000
+
+
+def _bounded(table: dict[Any, Any]) -> dict[Any, Any]:
+    """Per-job tables are cleared wholesale past a bound: jobs come and go, the operator
+    stays up, and everything here can be rebuilt from the cluster on the next look."""
+    if len(table) > _BOUND:
+        table.clear()
+    return table
+
+
+def _with_expected_pods(ctx: Context, uid: str, pods: tuple[PodState, ...]) -> tuple[PodState, ...]:
+    """The index's pods plus those created recently but not in the index yet, as Pending
+    placeholders, so that a lagging watch never causes a second create."""
+    waiting = ctx.expectations.get(uid)
+    if not waiting:
+        return pods
+    names = {p.name for p in pods}
+    clock = time.monotonic()
+    for name in list(waiting):
+        if name in names or clock - waiting[name] > EXPECTATION_TIMEOUT:
+            del waiting[name]
+    if not waiting:
+        ctx.expectations.pop(uid, None)
+        return pods
+    extra = tuple(
+        PodState(
+            name, ROLE_HEAD if name.endswith("-head") else ROLE_WORKER, "Pending", False, False
+        )
+        for name in sorted(waiting)
+    )
+    return pods + extra
+
+
+def _job_ref(body: dict[str, Any]) -> JobRef:
+    meta = body["metadata"]
+    return JobRef(meta["name"], meta["namespace"], meta["uid"])
+
+
+def _current_status(raw: dict[str, Any] | None) -> TrainingJobStatus:
+    """The stored status; fields that no longer parse are dropped rather than fatal."""
+    raw = dict(raw or {})
+    raw.pop("kopf", None)
+    try:
+        return TrainingJobStatus.model_validate(raw)
+    except ValidationError:
+        owned = {k: v for k, v in raw.items() if k in status.OWNED_FIELDS}
+        try:
+            return TrainingJobStatus.model_validate(owned)
+        except ValidationError:
+            return TrainingJobStatus()
+
+
+def _spec_and_placement(
+    raw: Any, config: OperatorConfig
+) -> tuple[TrainingJobSpec | None, Placement | None, SpecError | None]:
+    try:
+        spec = parse_spec(raw)
+        return spec, resolve_placement(spec, config), None
+    except SpecError as exc:
+        return None, None, exc
+
+
+async def _observe_ray(ctx: Context, job: JobRef, current: TrainingJobStatus) -> RayJobState | None:
+    """Ask Ray about the current attempt, only while the job runs."""
+    if current.phase != "Running" or not current.submissionId:
+        return None
+    client = ctx.ray_client(job)
+    try:
+        info = await client.get(current.submissionId)
+        if info is None:
+            return RayJobState("NOT_FOUND", f"Ray does not know {current.submissionId}")
+        final = None
+        if info.status in ("SUCCEEDED", "FAILED"):
+            final = status.parse_final_report(await client.logs(current.submissionId))
+        return RayJobState(info.status, info.message, final)  # type: ignore[arg-type]
+    except RayJobsError as exc:
+        return RayJobState("UNREACHABLE", str(exc))
+
+
+async def reconcile(
+    body: dict[str, Any],
+    ctx: Context,
+    pods: Iterable[PodState],
+    post_event: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any] = log,
+) -> dict[str, Any]:
+    """One look at one job; returns the status merge-patch (empty when unchanged)."""
+    started = time.perf_counter()
+    config = ctx.config
+    job = _job_ref(body)
+    current = _current_status(body.get("status"))
+    generation = body["metadata"].get("generation", 1)
+    key = (job.uid, generation)
+    if key not in ctx.specs:
+        _bounded(ctx.specs)[key] = _spec_and_placement(body.get("spec"), config)
+    spec, placement, error = ctx.specs[key]
+    expected = builders.expected_pod_names(job, spec) if spec else ()
+    seen = _with_expected_pods(ctx, job.uid, tuple(sorted(pods, key=lambda p: p.name)))
+    now = status.now_utc()
+    sight = (body["metadata"].get("resourceVersion"), seen)
+    last = ctx.looks.get(job.uid)
+    unchanged = last is not None and last[0] == sight and current.phase != "Running"
+    if unchanged and (last[1] is None or now < last[1]):  # type: ignore[index]
+        return {}  # nothing decide looks at has changed since it was answered
+    ray = await _observe_ray(ctx, job, current)
+    observed = Observed(
+        job=job,
+        generation=generation,
+        status=current,
+        now=now,
+        spec=spec,
+        spec_error=error,
+        expected_pods=expected,
+        pods=seen,
+        ray=ray,
+        submit_enabled=config.ray.submit,
+    )
+    plan = status.decide(observed)
+    ctx.looks.pop(job.uid, None)
+    try:
+        await _execute(ctx, job, spec, placement, plan.actions, logger=logger)
+    except RayJobsError as exc:
+        plan = status.submission_failed(observed, str(exc))
+    else:
+        if not plan.actions and not plan.patch(current):
+            _bounded(ctx.looks)[job.uid] = (sight, status.next_deadline(observed))
+    for event in plan.events:
+        post_event(event)
+    metrics.observe_phase(job.uid, plan.status.phase)
+    if plan.status.phase != current.phase and plan.status.phase:
+        metrics.TRANSITIONS.labels(phase=plan.status.phase).inc()
+    if error is not None and current.phase not in TERMINAL_PHASES:
+        logger.warning("TrainingJob %s/%s is invalid: %s", job.namespace, job.name, error)
+    metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+    return plan.patch(current)
+
+
+async def _execute(
+    ctx: Context,
+    job: JobRef,
+    spec: TrainingJobSpec | None,
+    placement: Placement | None,
+    actions: list[status.Action],
+    *,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    kube = ctx.kube
+    assert kube is not None, "not logged in yet"
+    for action in actions:
+        if isinstance(action, EnsureCluster):
+            assert spec is not None and placement is not None
+            children = builders.build_children(job, spec, placement, ctx.config)
+            if action.setup:
+                for wave in children.setup_waves:
+                    await asyncio.gather(*(kube.create(obj) for obj in wave))
+            wanted = set(action.pods)
+            await asyncio.gather(
+                *(kube.create(p) for p in children.pods if p["metadata"]["name"] in wanted)
+            )
+            clock = time.monotonic()
+            _bounded(ctx.expectations).setdefault(job.uid, {}).update(dict.fromkeys(wanted, clock))
+        elif isinstance(action, DeletePods):
+            for name in action.names:
+                ctx.expectations.get(job.uid, {}).pop(name, None)
+            await asyncio.gather(
+                *(kube.delete("v1", "Pod", job.namespace, name) for name in action.names)
+            )
+        elif isinstance(action, DeleteService):
+            await kube.delete("v1", "Service", job.namespace, job.head_service)
+        elif isinstance(action, SubmitRayJob):
+            body = builders.submission_request(job, action.attempt, ctx.config)
+            created = await ctx.ray_client(job).submit(**body)
+            if not created:
+                logger.info("Ray job %s exists already; following it", body["submission_id"])
+        elif isinstance(action, StopRayJob):
+            try:
+                await ctx.ray_client(job).stop(action.submission_id)
+            except RayJobsError as exc:  # the cluster may be gone already: best effort
+                logger.info("could not stop Ray job %s: %s", action.submission_id, exc)
+        elif isinstance(action, DeleteJob):
+            await kube.delete(f"{builders.API_VERSION}", "TrainingJob", job.namespace, job.name)

@@ -1,0 +1,640 @@
+"""Pure status computation: what the operator observed in, the status it should write and
+the actions it should take out.
+
+Level-triggered: every call sees the whole picture (the job's spec and last status, its
+pods as they are, its Ray job as Ray reports it, the clock) and decides from that alone,
+so a missed event, an operator restart or a transient error never loses work. Terminal
+phases are final: once Succeeded or Failed, nothing here changes the phase again.
+
+Condition types: ``ClusterReady`` (head and every worker Running and Ready), ``Running``
+(the Ray job runs), ``Suspended``, ``Succeeded``, ``Failed``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from kubetrain.api.v1alpha1 import (
+    TERMINAL_PHASES,
+    Artifacts,
+    Condition,
+    DataStats,
+    Progress,
+    TrainingJobSpec,
+    TrainingJobStatus,
+)
+from kubetrain.errors import SpecError
+
+from .naming import ROLE_HEAD, JobRef
+
+#: Container waiting reasons that mean the cluster will not come up by itself. They are
+#: surfaced at once; the job fails when the startup deadline passes.
+BLOCKING_REASONS = frozenset(
+    {"ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError",
+     "CreateContainerError", "RunContainerError"}
+)  # fmt: skip
+#: Reasons no amount of waiting can fix: fail at once instead of at the deadline.
+DETERMINISTIC_REASONS = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+#: The operator writes these status fields; the runtime's reporter writes the others
+#: (progress, metrics, dataStats, artifacts) and the operator only fills them at the end.
+OWNED_FIELDS = (
+    "phase", "reason", "message", "conditions", "observedGeneration", "startTime",
+    "completionTime", "attempts", "failedAttempts", "rayClusterName", "dashboardURL",
+    "submissionId",
+)  # fmt: skip
+FINAL_FIELDS = ("progress", "metrics", "keyMetric", "dataStats", "artifacts")
+
+RayStatus = Literal[
+    "PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED", "NOT_FOUND", "UNREACHABLE"
+]  # fmt: skip
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with seconds, as Kubernetes writes it."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# ------------------------------------------------------------------ observations
+
+
+@dataclass(frozen=True)
+class PodState:
+    """What matters of one pod, small enough to keep thousands in the operator's index."""
+
+    name: str
+    role: str
+    phase: str
+    ready: bool
+    terminating: bool
+    node: str | None = None
+    created: str | None = None
+    problem: tuple[str, str] | None = None  # (reason, message) from scheduler or kubelet
+
+
+def summarize_pod(body: dict[str, Any]) -> PodState:
+    """Reduce a pod to a PodState, finding the reason it cannot run, if any: the
+    scheduler's Unschedulable message, a kubelet waiting reason, or a failed container."""
+    meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status", {})
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    ready = conditions.get("Ready", {}).get("status") == "True"
+    problem: tuple[str, str] | None = None
+    scheduled = conditions.get("PodScheduled", {})
+    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        problem = ("Unschedulable", scheduled.get("message", ""))
+    containers = (status.get("initContainerStatuses") or []) + (
+        status.get("containerStatuses") or []
+    )
+    for container in containers:
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason in BLOCKING_REASONS or reason in DETERMINISTIC_REASONS:
+            message = waiting.get("message") or ""
+            problem = (reason, f"container {container.get('name')}: {message}".rstrip(": "))
+            break
+    phase = status.get("phase", "Pending")
+    if phase in ("Failed", "Succeeded") and problem is None:
+        reason = status.get("reason") or "PodFailed"
+        detail = status.get("message") or _terminated(containers) or f"pod phase {phase}"
+        problem = ("PodFailed" if reason == "PodFailed" else reason, detail)
+    return PodState(
+        name=meta.get("name", ""),
+        role=(meta.get("labels") or {}).get("kubetrain.io/role", ""),
+        phase=phase,
+        ready=ready,
+        terminating=meta.get("deletionTimestamp") is not None,
+        node=spec.get("nodeName"),
+        created=meta.get("creationTimestamp"),
+        problem=problem,
+    )
+
+
+def _terminated(containers: list[dict[str, Any]]) -> str:
+    for container in containers:
+        done = (container.get("state") or {}).get("terminated")
+        if done:
+            return (
+                f"container {container.get('name')} exited with code "
+                f"{done.get('exitCode')} ({done.get('reason', 'Error')})"
+            )
+    return ""
+
+
+@dataclass(frozen=True)
+class FinalReport:
+    """Final results recovered from the Ray job's logs (``KUBETRAIN_EVENT`` lines), so
+    that they survive even when the live status reporter could not write."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    key_metric: str | None = None
+    artifacts: dict[str, Any] | None = None
+    data_stats: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RayJobState:
+    status: RayStatus
+    message: str = ""
+    final: FinalReport | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything ``decide`` looks at. ``spec_error`` is set instead of ``spec`` when
+    validation failed."""
+
+    job: JobRef
+    generation: int
+    status: TrainingJobStatus
+    now: datetime
+    spec: TrainingJobSpec | None = None
+    spec_error: SpecError | None = None
+    expected_pods: tuple[str, ...] = ()
+    pods: tuple[PodState, ...] = ()
+    ray: RayJobState | None = None
+    submit_enabled: bool = True
+
+
+# ---------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class EnsureCluster:
+    """Create the setup objects (if ``setup``) and the pods named in ``pods``."""
+
+    pods: tuple[str, ...]
+    setup: bool
+
+
+@dataclass(frozen=True)
+class DeletePods:
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeleteService:
+    pass
+
+
+@dataclass(frozen=True)
+class SubmitRayJob:
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StopRayJob:
+    submission_id: str
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    """ttlSecondsAfterFinished has passed."""
+
+
+Action = EnsureCluster | DeletePods | DeleteService | SubmitRayJob | StopRayJob | DeleteJob
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    status: TrainingJobStatus
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    def patch(self, current: TrainingJobStatus) -> dict[str, Any]:
+        """The status merge-patch, empty when nothing changed (then nothing is written)."""
+        return status_patch(current, self.status)
+
+
+def status_patch(current: TrainingJobStatus, desired: TrainingJobStatus) -> dict[str, Any]:
+    before = current.model_dump(mode="json", exclude_none=True)
+    after = desired.model_dump(mode="json", exclude_none=True)
+    patch: dict[str, Any] = {}
+    for key in (*OWNED_FIELDS, *FINAL_FIELDS):
+        if before.get(key) != after.get(key):
+            # A field the desired status drops is deleted with null (merge-patch).
+            patch[key] = after.get(key)
+    return patch
+
+
+# ------------------------------------------------------------------ the decider
+
+
+@dataclass(frozen=True)
+class ClusterHealth:
+    ready: bool
+    missing: tuple[str, ...]  # absent: to create (not while an old one is terminating)
+    broken: tuple[str, ...]  # failed for good: to delete, then recreate
+    problem: tuple[str, str] | None
+    all_scheduled: bool
+    started_at: datetime | None  # creation of the oldest current pod
+
+
+def assess_cluster(expected: Iterable[str], pods: Iterable[PodState]) -> ClusterHealth:
+    by_name = {p.name: p for p in pods}
+    missing, broken, created = [], [], []
+    problem: tuple[str, str] | None = None
+    ready = scheduled = True
+    for name in expected:
+        pod = by_name.get(name)
+        if pod is None:
+            missing.append(name)
+            ready = scheduled = False
+            continue
+        if pod.created:
+            created.append(parse_time(pod.created))
+        if pod.terminating:
+            ready = scheduled = False
+            continue
+        if pod.phase in ("Failed", "Succeeded"):
+            broken.append(name)
+        if not (pod.phase == "Running" and pod.ready):
+            ready = False
+        if pod.node is None:
+            scheduled = False
+        if pod.problem and (problem is None or pod.role == ROLE_HEAD):
+            problem = (pod.problem[0], f"pod {name}: {pod.problem[1]}")
+    started = min((c for c in created if c is not None), default=None)
+    return ClusterHealth(ready, tuple(missing), tuple(broken), problem, scheduled, started)
+
+
+class _Writer:
+    """Applies transitions to a status copy, recording an Event for each change."""
+
+    def __init__(self, obs: Observed) -> None:
+        self.obs = obs
+        self.status = obs.status.model_copy(deep=True)
+        self.actions: list[Action] = []
+        self.events: list[Event] = []
+
+    @property
+    def stamp(self) -> str:
+        return timestamp(self.obs.now)
+
+    def condition(self, type_: str, status: bool, reason: str, message: str = "") -> None:
+        value = "True" if status else "False"
+        conditions = self.status.conditions
+        old = next((c for c in conditions if c.type == type_), None)
+        since = old.lastTransitionTime if old is not None and old.status == value else None
+        new = Condition(
+            type=type_,
+            status=value,
+            reason=reason,
+            message=message,
+            lastTransitionTime=since or self.stamp,
+            observedGeneration=self.obs.generation,
+        )
+        if old is None:
+            conditions.append(new)
+        else:
+            conditions[conditions.index(old)] = new
+
+    def phase(self, phase: str, reason: str, message: str, warning: bool = False) -> None:
+        st = self.status
+        if (st.phase, st.reason) != (phase, reason):
+            kind: Literal["Normal", "Warning"] = "Warning" if warning else "Normal"
+            self.events.append(Event(kind, reason, message or phase))
+        st.phase, st.reason, st.message = phase, reason, message  # type: ignore[assignment]
+
+    def finish(self, succeeded: bool, reason: str, message: str) -> None:
+        self.phase("Succeeded" if succeeded else "Failed", reason, message, not succeeded)
+        self.status.completionTime = self.stamp
+        self.condition("Running", False, reason, message)
+        self.condition("Succeeded" if succeeded else "Failed", True, reason, message)
+
+    def plan(self) -> Plan:
+        return Plan(self.status, self.actions, self.events)
+
+
+def decide(obs: Observed) -> Plan:
+    """The next status and actions for one job."""
+    w = _Writer(obs)
+    st = w.status
+    if st.phase in TERMINAL_PHASES:
+        return _after_finish(obs, w)
+    st.observedGeneration = obs.generation
+    if obs.spec_error is not None or obs.spec is None:
+        message = str(obs.spec_error or "spec missing")
+        w.finish(False, "ValidationFailed", message)
+        return w.plan()
+    spec = obs.spec
+    st.rayClusterName = obs.job.cluster
+    st.dashboardURL = obs.job.dashboard_url
+    if st.startTime is None:
+        st.startTime = w.stamp
+
+    if spec.runPolicy.suspend:
+        return _suspend(obs, w)
+    if st.phase == "Suspended":
+        # Resumed: the clock of activeDeadlineSeconds restarts, as for a Kubernetes Job.
+        st.startTime = w.stamp
+        w.condition("Suspended", False, "Resumed", "resumed from the last checkpoint")
+        w.phase("Pending", "Resumed", "recreating the Ray cluster")
+
+    deadline = spec.runPolicy.activeDeadlineSeconds
+    started = parse_time(st.startTime)
+    if deadline is not None and started and obs.now - started > timedelta(seconds=deadline):
+        if st.phase == "Running" and st.submissionId:
+            w.actions.append(StopRayJob(st.submissionId))
+        w.finish(False, "DeadlineExceeded", f"activeDeadlineSeconds ({deadline}s) exceeded")
+        _cleanup(obs, w)
+        return w.plan()
+
+    health = assess_cluster(obs.expected_pods, obs.pods)
+    if st.phase == "Running":
+        return _follow(obs, w, spec, health)
+    return _provision(obs, w, spec, health)
+
+
+def _provision(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHealth) -> Plan:
+    st = w.status
+    if health.broken:
+        w.actions.append(DeletePods(health.broken))
+    if health.missing:
+        # Setup objects are (re)applied with the first pods and whenever the whole cluster
+        # is missing; AlreadyExists answers make this idempotent.
+        setup = len(health.missing) == len(obs.expected_pods)
+        w.actions.append(EnsureCluster(health.missing, setup))
+
+    if health.ready:
+        w.condition("ClusterReady", True, "ClusterReady", "head and all workers are ready")
+        if not obs.submit_enabled:
+            w.phase("Provisioning", "ClusterReady", "Ray cluster ready; submission disabled")
+            return w.plan()
+        attempt = (st.attempts or 0) + 1
+        st.attempts = attempt
+        st.submissionId = obs.job.submission_id(attempt)
+        w.actions.append(SubmitRayJob(attempt))
+        resumed = attempt > 1
+        message = f"attempt {attempt} submitted" + (", resuming from the last checkpoint"
+                                                     if resumed else "")  # fmt: skip
+        w.phase("Running", "RayJobSubmitted", message)
+        w.condition("Running", True, "RayJobSubmitted", message)
+        if st.progress is None:
+            st.progress = Progress(stage="data", totalEpochs=spec.training.epochs)
+        elif resumed:
+            st.progress = st.progress.model_copy(update={"stage": "data"})
+        return w.plan()
+
+    if health.problem is not None:
+        reason, message = health.problem
+        if reason in DETERMINISTIC_REASONS:
+            w.condition("ClusterReady", False, reason, message)
+            w.finish(False, reason, message)
+            _cleanup(obs, w)
+            return w.plan()
+    else:
+        reason = "Provisioning" if health.all_scheduled else "Scheduling"
+        message = f"waiting for {len(obs.expected_pods)} Ray pods to be running and ready"
+    w.condition("ClusterReady", False, reason, message)
+
+    limit = spec.runPolicy.startupDeadlineSeconds
+    since = _startup_since(st, health, obs.now)
+    if obs.now - since > timedelta(seconds=limit):
+        why = f"Ray cluster not ready within startupDeadlineSeconds ({limit}s)"
+        final_reason = reason if health.problem else "StartupDeadlineExceeded"
+        w.finish(False, final_reason, f"{why}: {message}" if health.problem else why)
+        _cleanup(obs, w)
+        return w.plan()
+
+    if st.phase != "Retrying":
+        phase = "Provisioning" if health.all_scheduled else "Pending"
+        w.phase(phase, reason, message, warning=health.problem is not None)
+    elif health.problem is not None:
+        st.message = message
+    return w.plan()
+
+
+def _follow(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHealth) -> Plan:
+    st = w.status
+    ray = obs.ray
+    if health.missing or health.broken:
+        lost = ", ".join((*health.missing, *health.broken))
+        detail = health.problem[1] if health.problem else f"pods gone: {lost}"
+        w.condition("ClusterReady", False, "ClusterFailed", detail)
+        return _attempt_failed(obs, w, spec, "ClusterFailed", detail, stop=True)
+    if ray is None or ray.status == "UNREACHABLE":
+        return w.plan()  # transient: keep the last known state, look again next time
+    if ray.status in ("PENDING", "RUNNING"):
+        w.condition("Running", True, "RayJobRunning", f"Ray job {st.submissionId} is running")
+        return w.plan()
+    if ray.status == "SUCCEEDED":
+        _merge_final(w, ray.final)
+        if st.progress is not None:
+            st.progress = st.progress.model_copy(update={"percent": 100, "etaSeconds": 0})
+        w.finish(True, "Succeeded", f"attempt {st.attempts} succeeded")
+        _cleanup(obs, w)
+        return w.plan()
+    _merge_final(w, ray.final)
+    reason = {"STOPPED": "RayJobStopped", "NOT_FOUND": "RayJobLost"}.get(ray.status, "RayJobFailed")
+    message = ray.message or f"Ray job {st.submissionId} ended {ray.status}"
+    return _attempt_failed(obs, w, spec, reason, message, stop=False)
+
+
+def _attempt_failed(
+    obs: Observed, w: _Writer, spec: TrainingJobSpec, reason: str, message: str, *, stop: bool
+) -> Plan:
+    """Count a failed attempt; retry (on the same cluster when it is healthy, else on a
+    rebuilt one) while the backoff limit allows, from the last checkpoint."""
+    st = w.status
+    failed = (st.failedAttempts or 0) + 1
+    st.failedAttempts = failed
+    if stop and st.submissionId:
+        w.actions.append(StopRayJob(st.submissionId))
+    limit = spec.runPolicy.backoffLimit
+    if failed <= limit:
+        text = f"attempt {st.attempts} failed: {message}; retry {failed} of {limit}"
+        w.phase("Retrying", reason, text, warning=True)
+        w.condition("Running", False, reason, text)
+        broken = assess_cluster(obs.expected_pods, obs.pods).broken
+        if broken:
+            w.actions.append(DeletePods(broken))
+        return w.plan()
+    text = f"attempt {st.attempts} failed: {message}" + (
+        f" (backoffLimit {limit} reached)" if limit else ""
+    )
+    w.finish(False, reason, text)
+    _cleanup(obs, w)
+    return w.plan()
+
+
+def _suspend(obs: Observed, w: _Writer) -> Plan:
+    st = w.status
+    if st.phase == "Running" and st.submissionId:
+        w.actions.append(StopRayJob(st.submissionId))
+    alive = tuple(p.name for p in obs.pods if not p.terminating)
+    if alive:
+        w.actions.append(DeletePods(alive))
+    message = "suspended: Ray job stopped and pods deleted; checkpoints are kept"
+    w.phase("Suspended", "Suspended", message)
+    w.condition("Suspended", True, "Suspended", message)
+    w.condition("ClusterReady", False, "Suspended", "pods deleted while suspended")
+    if any(c.type == "Running" for c in st.conditions):
+        w.condition("Running", False, "Suspended", message)
+    return w.plan()
+
+
+def _cleanup(obs: Observed, w: _Writer) -> None:
+    """Delete what the cleanup policy does not keep. Runs at the transition and on every
+    later look, so an interrupted cleanup finishes (level-triggered)."""
+    spec = obs.spec
+    policy = spec.runPolicy.cleanupPolicy if spec else "DeleteCluster"
+    keep = {
+        "DeleteCluster": (),
+        "KeepHead": (ROLE_HEAD,),
+        "KeepAll": (ROLE_HEAD, "worker"),
+    }[policy]
+    doomed = tuple(p.name for p in obs.pods if not p.terminating and p.role not in keep)
+    if doomed:
+        w.actions.append(DeletePods(doomed))
+    cleaned = _condition_reason(w.status, "ClusterReady") == "CleanedUp"
+    if policy == "DeleteCluster" and not cleaned:
+        w.actions.append(DeleteService())
+    if policy != "KeepAll":
+        w.condition("ClusterReady", False, "CleanedUp", f"cleanupPolicy {policy} applied")
+
+
+def _after_finish(obs: Observed, w: _Writer) -> Plan:
+    """Terminal phases are final: only cleanup and the TTL remain."""
+    st = w.status
+    if st.phase == "Succeeded" and obs.ray is not None:
+        _merge_final(w, obs.ray.final)
+    if st.reason != "ValidationFailed":
+        _cleanup(obs, w)
+    ttl = obs.spec.runPolicy.ttlSecondsAfterFinished if obs.spec else None
+    done = parse_time(st.completionTime)
+    if ttl is not None and done is not None and obs.now - done >= timedelta(seconds=ttl):
+        w.actions.append(DeleteJob())
+    return w.plan()
+
+
+def _merge_final(w: _Writer, final: FinalReport | None) -> None:
+    """Fill final metrics and artifacts the reporter did not write (never overwrite)."""
+    if final is None:
+        return
+    st = w.status
+    if final.metrics:
+        st.metrics = {**final.metrics, **st.metrics}
+    if final.key_metric and not st.keyMetric:
+        st.keyMetric = final.key_metric
+    if final.artifacts and st.artifacts is None:
+        st.artifacts = Artifacts.model_validate(final.artifacts)
+    if final.data_stats and st.dataStats is None:
+        st.dataStats = DataStats.model_validate(final.data_stats)
+
+
+def _startup_since(st: TrainingJobStatus, health: ClusterHealth, now: datetime) -> datetime:
+    """When the current cluster started coming up: its oldest pod, else the time the
+    cluster was last seen not ready."""
+    return health.started_at or _condition_since(st, "ClusterReady") or now
+
+
+def next_deadline(obs: Observed) -> datetime | None:
+    """The next moment at which ``decide`` could answer differently although nothing it
+    observes has changed (a deadline or the TTL passing). Before then, and with the same
+    observations, a look can be skipped: the answer was given and acted on already."""
+    st, spec = obs.status, obs.spec
+    if spec is None:
+        return None
+    moments: list[datetime] = []
+    if st.phase in TERMINAL_PHASES:
+        ttl, done = spec.runPolicy.ttlSecondsAfterFinished, parse_time(st.completionTime)
+        if ttl is not None and done is not None:
+            moments.append(done + timedelta(seconds=ttl))
+        return min(moments, default=None)
+    if spec.runPolicy.suspend or st.phase == "Suspended":
+        return None
+    started = parse_time(st.startTime)
+    if started is None:
+        return obs.now  # never looked at yet
+    if spec.runPolicy.activeDeadlineSeconds is not None:
+        moments.append(started + timedelta(seconds=spec.runPolicy.activeDeadlineSeconds))
+    if st.phase != "Running":
+        health = assess_cluster(obs.expected_pods, obs.pods)
+        since = _startup_since(st, health, obs.now)
+        moments.append(since + timedelta(seconds=spec.runPolicy.startupDeadlineSeconds))
+    return min(moments, default=None)
+
+
+def _condition_since(st: TrainingJobStatus, type_: str) -> datetime | None:
+    cond = next((c for c in st.conditions if c.type == type_), None)
+    return parse_time(cond.lastTransitionTime) if cond else None
+
+
+def _condition_reason(st: TrainingJobStatus, type_: str) -> str | None:
+    cond = next((c for c in st.conditions if c.type == type_), None)
+    return cond.reason if cond else None
+
+
+# ----------------------------------------------------------------- log events
+
+EVENT_PREFIX = "KUBETRAIN_EVENT "
+
+
+def parse_final_report(logs: str) -> FinalReport | None:
+    """Fold the runtime's ``KUBETRAIN_EVENT {json}`` log lines into final results: the last
+    metrics, artifacts and data statistics win. Unparseable lines are skipped."""
+    metrics: dict[str, float] = {}
+    key_metric: str | None = None
+    artifacts: dict[str, Any] | None = None
+    data_stats: dict[str, Any] | None = None
+    found = False
+    for line in logs.splitlines():
+        at = line.find(EVENT_PREFIX)
+        if at < 0:
+            continue
+        try:
+            event = json.loads(line[at + len(EVENT_PREFIX) :])
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        found = True
+        if isinstance(event.get("metrics"), dict):
+            metrics.update(
+                {k: float(v) for k, v in event["metrics"].items() if isinstance(v, int | float)}
+            )
+        key_metric = event.get("keyMetric") or key_metric
+        if isinstance(event.get("artifacts"), dict):
+            artifacts = {**(artifacts or {}), **event["artifacts"]}
+        if isinstance(event.get("dataStats"), dict):
+            data_stats = {**(data_stats or {}), **event["dataStats"]}
+        if event.get("event") == "checkpoint" and event.get("uri"):
+            checkpoint = {"latestCheckpoint": event["uri"], "checkpointEpoch": event.get("epoch")}
+            artifacts = {**(artifacts or {}), **checkpoint}
+    if not found:
+        return None
+    return FinalReport(metrics, key_metric, artifacts, data_stats)
+
+
+def submission_failed(obs: Observed, error: str) -> Plan:
+    """The plan when Ray refused or could not take the submission: everything ``decide``
+    would do except the move to Running; the next look submits the same attempt again."""
+    plan = decide(replace(obs, submit_enabled=False))
+    w = _Writer(replace(obs, status=plan.status))
+    w.events = [e for e in plan.events if e.reason != "ClusterReady"]
+    w.actions = plan.actions
+    message = f"submitting the Ray job failed: {error}"
+    phase = "Retrying" if obs.status.phase == "Retrying" else "Provisioning"
+    w.phase(phase, "SubmissionFailed", message, warning=True)
+    return w.plan()

@@ -1,0 +1,214 @@
+"""The data stage on the driver: read → clean → stats → split → preprocess, ending in two
+materialized datasets (``x``, ``y``) for the workers.
+
+Materializing matters on small machines: otherwise Ray Data tasks compete with training
+workers for CPUs (two workers at one CPU each on two cores hang), and unmaterialized
+preprocessing re-runs every epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import ray.data
+
+from kubetrain.api.v1alpha1 import DataStats, TrainingJobSpec
+from kubetrain.errors import DataError, SpecError, UserError
+from kubetrain_runtime.data import preprocess, rules
+from kubetrain_runtime.data import stats as column_stats
+from kubetrain_runtime.data.clean import clean
+from kubetrain_runtime.data.preprocess import FEATURES, FeaturePlan
+from kubetrain_runtime.data.read import read_source
+
+
+@dataclass
+class PreparedData:
+    train: ray.data.MaterializedDataset
+    validation: ray.data.MaterializedDataset
+    stats: DataStats
+    report: dict[str, Any]
+    features: FeaturePlan
+    num_features: int
+    class_names: list[str] | None
+    label_dtype: str | None
+    likelihood: str | None
+    preprocessor: Any
+    label_encoder: Any | None
+    size_bytes: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _arrow_schema(ds: ray.data.Dataset) -> pa.Schema:
+    schema = ds.schema()
+    if schema is None:
+        raise DataError("the source has no rows", field="spec.data.source")
+    base = getattr(schema, "base_schema", None)
+    if isinstance(base, pa.Schema):
+        return base
+    return pa.schema([(n, _to_arrow(t)) for n, t in zip(schema.names, schema.types, strict=True)])
+
+
+def _to_arrow(dtype: Any) -> pa.DataType:
+    """Blocks from pandas report Ray or numpy dtypes; object columns hold text."""
+    if isinstance(dtype, pa.DataType):
+        return dtype
+    try:
+        return (
+            dtype.to_arrow_dtype()
+            if hasattr(dtype, "to_arrow_dtype")
+            else pa.from_numpy_dtype(dtype)
+        )
+    except (TypeError, ValueError, NotImplementedError, pa.ArrowException):
+        return pa.string()
+
+
+def _read_error(exc: BaseException) -> str | None:
+    """The reason a file could not be read: an Arrow parse error anywhere in the chain, or
+    an error raised inside one of Ray Data's read tasks."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, pa.ArrowException):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    if "ray::Read" in text:
+        lines = [line for line in text.splitlines() if line.startswith(("ValueError", "OSError"))]
+        return lines[-1] if lines else text.splitlines()[-1]
+    return None
+
+
+@contextmanager
+def _reading(where: str) -> Iterator[None]:
+    """Malformed files surface inside Ray tasks; turn Arrow's errors into one DataError line."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:
+        reason = _read_error(exc)
+        if reason is None:
+            raise
+        message = reason.strip().splitlines()[0]
+        raise DataError(f"cannot read the data: {message}", field=where) from None
+
+
+def column_statistics(ds: ray.data.Dataset, count_values: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Per-block partial statistics, merged on the driver (a few KB per block)."""
+    import json
+
+    partials = ds.map_batches(
+        partial(column_stats.partials_batch, count_values=count_values),
+        batch_format="pandas",
+        batch_size=None,
+    ).take_all()
+    return column_stats.merge(json.loads(row["partial"]) for row in partials)
+
+
+def prepare(spec: TrainingJobSpec, manifest_dir: Path) -> PreparedData:
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    data, model = spec.data, spec.model
+    task = model.task or "classification"
+    source = read_source(data, task, manifest_dir)
+    with _reading(source.description):
+        kinds = rules.kinds_of(_arrow_schema(source.ds))
+    cleaning = rules.plan_cleaning(data.cleaning, kinds)
+    features = preprocess.plan_features(
+        data, cleaning.kinds, default_label=source.default_label, model_type=model.type, task=task
+    )
+    if not features.onehot and not spec.training.trainFunction:
+        from kubetrain_runtime import models  # here: torch must not load in Ray Data workers
+
+        models.input_shape(model, len(features.features))  # fail early, before any pass
+    with _reading(source.description):
+        cleaned = clean(source.ds, cleaning)
+    timings["read_and_clean"] = time.perf_counter() - started
+
+    label = features.label
+    classifying = task == "classification" and label is not None
+    merged = column_statistics(cleaned.ds, (label,) if classifying else ())
+    preprocess.check_nulls(features, merged)
+    classes = None
+    if classifying:
+        assert label is not None
+        classes = preprocess.plan_classes(label, cleaning.kinds, merged, source.class_names)
+    if cleaned.rows_after < 2:
+        raise DataError(
+            f"{cleaned.rows_after} rows are left after cleaning; nothing to train on",
+            field=source.description,
+        )
+    timings["stats"] = time.perf_counter() - started - timings["read_and_clean"]
+
+    mark = time.perf_counter()
+    split = data.validation
+    train, validation = cleaned.ds.train_test_split(
+        test_size=split.fraction, shuffle=True, seed=split.seed
+    )
+    train_rows, val_rows = train.count(), validation.count()
+    if train_rows == 0 or val_rows == 0:
+        raise SpecError(
+            f"{cleaned.rows_after} rows cannot be split {1 - split.fraction:g}/{split.fraction:g}",
+            field="spec.data.validation.fraction",
+        )
+    label_encoder = None
+    if classes is not None and classes.needs_encoding:
+        from ray.data.preprocessors import LabelEncoder
+
+        # Fitted on all cleaned rows: the class list is not a statistic that leaks, and a
+        # class seen only in validation must still have an index.
+        label_encoder = LabelEncoder(label).fit(cleaned.ds)
+        train, validation = label_encoder.transform(train), label_encoder.transform(validation)
+    chain = preprocess.build_preprocessor(features).fit(train)
+    label_dtype = None if label is None else ("int64" if classifying else "float32")
+    to_xy = partial(
+        preprocess.to_xy, lists=features.list_features, label=label, label_dtype=label_dtype
+    )
+    train_xy = chain.transform(train).map_batches(to_xy, batch_format="numpy").materialize()
+    val_xy = chain.transform(validation).map_batches(to_xy, batch_format="numpy").materialize()
+    num_features = int(train_xy.take_batch(1, batch_format="numpy")[FEATURES].shape[1])
+    timings["preprocess"] = time.perf_counter() - mark
+
+    stats = DataStats(
+        rowsRead=cleaned.rows_read,
+        rowsAfterCleaning=cleaned.rows_after,
+        droppedByRule=cleaned.dropped,
+        trainRows=train_rows,
+        validationRows=val_rows,
+    )
+    class_names = classes.names if classes else None
+    report = {
+        "source": source.description,
+        **stats.model_dump(mode="json"),
+        "features": features.vector_layout,
+        "numFeatures": num_features,
+        "label": label,
+        "classes": class_names,
+        "columns": column_stats.describe(merged),
+        "preprocessing": repr(chain),
+        "timingsSeconds": {k: round(v, 3) for k, v in timings.items()},
+    }
+    likelihood = None
+    if model.type == "vae":
+        likelihood = "bernoulli" if features.unit_interval(cleaning.kinds) else "gaussian"
+    return PreparedData(
+        train=train_xy,
+        validation=val_xy,
+        stats=stats,
+        report=report,
+        features=features,
+        num_features=num_features,
+        class_names=class_names,
+        label_dtype=label_dtype,
+        likelihood=likelihood,
+        preprocessor=chain,
+        label_encoder=label_encoder,
+        size_bytes=int(train_xy.size_bytes() + val_xy.size_bytes()),
+        timings=timings,
+    )

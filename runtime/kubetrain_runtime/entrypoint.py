@@ -1,0 +1,64 @@
+"""The Ray job entrypoint on a cluster's head pod, as the operator submits it:
+
+    python -m kubetrain_runtime.entrypoint --spec /etc/kubetrain/trainingjob.yaml --reporter log
+
+It joins the running cluster (``ray.init(address="auto")``), runs the job with the chosen
+reporter(s) (``log``, ``status``, or both as ``log,status``) and exits 0 on success, 1 when
+training failed, 2 with one line on stderr when the job or its data is wrong.
+Outputs go to ``--output``, else ``spec.output.uri``, else ``$KUBETRAIN_OUTPUT_ROOT/<name>``
+(default ``./runs/<name>`` in the job's working directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kubetrain.errors import UserError
+
+
+def output_uri(name: str, spec_uri: str | None, override: str | None) -> str:
+    if override or spec_uri:
+        return str(override or spec_uri)
+    root = os.environ.get("KUBETRAIN_OUTPUT_ROOT", "runs")
+    return f"{root.rstrip('/')}/{name}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kubetrain_runtime.entrypoint", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--spec", required=True, help="the TrainingJob manifest (YAML)")
+    parser.add_argument(
+        "--reporter", default="log", help="rich, log, status, or several: log,status"
+    )
+    parser.add_argument("--output", help="output URI (overrides spec.output.uri)")
+    parser.add_argument(
+        "--local", action="store_true", help="start a private Ray instead of joining one"
+    )
+    args = parser.parse_args(argv)
+    try:
+        from kubetrain.api.manifests import load_training_job
+        from kubetrain_runtime.job import RunOptions, run_job
+        from kubetrain_runtime.local import process_started
+        from kubetrain_runtime.ray_env import ray_session
+        from kubetrain_runtime.reporting import create_reporter
+        from kubetrain_runtime.storage import normalize_uri
+
+        job = load_training_job(Path(args.spec))
+        reporter = create_reporter(args.reporter, job)
+        uri = normalize_uri(output_uri(job.metadata.name, job.spec.output.uri, args.output))
+        with ray_session(local=args.local) as session:
+            options = RunOptions(uri, Path.cwd(), None, local=args.local, started=process_started())
+            summary = run_job(job, reporter, options, session)
+        return 0 if summary.succeeded else 1
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

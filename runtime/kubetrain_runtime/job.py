@@ -1,0 +1,206 @@
+"""The whole run, the same locally and in a cluster: data → plan → train → outputs, with
+every step told to the reporter. ``local.py`` and ``entrypoint.py`` only choose the Ray,
+the reporter and the output location."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubetrain.api.v1alpha1 import Artifacts, TrainingJob
+from kubetrain.errors import SpecError, UserError
+from kubetrain_runtime import models
+from kubetrain_runtime.data.pipeline import PreparedData, prepare
+from kubetrain_runtime.plan import (
+    KEY_METRIC,
+    Sizing,
+    TrainPlan,
+    check_early_stopping,
+    fingerprint,
+    size_workers,
+)
+from kubetrain_runtime.ray_env import RaySession
+from kubetrain_runtime.reporting import Reporter
+from kubetrain_runtime.storage import Store
+from kubetrain_runtime.trainer import (
+    TrainingFailed,
+    load_train_function,
+    prepare_resume,
+    run_training,
+)
+
+#: Shards up to this size (per worker) are kept in memory after the first epoch.
+CACHE_LIMIT_BYTES = int(float(os.environ.get("KUBETRAIN_CACHE_MB", "512")) * 2**20)
+
+
+@dataclass
+class RunOptions:
+    output: str
+    manifest_dir: Path
+    workers: int | None = None
+    local: bool = True
+    #: When the user started the run (process start), for the time to the first step.
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class RunSummary:
+    succeeded: bool
+    message: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: Artifacts = field(default_factory=Artifacts)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def build_plan(job: TrainingJob, prepared: PreparedData, sizing: Sizing) -> TrainPlan:
+    spec = job.spec
+    model, training = spec.model, spec.training
+    task = model.task or "classification"
+    custom = bool(training.trainFunction)
+    try:
+        shape = models.input_shape(model, prepared.num_features)
+    except SpecError:
+        if not custom:
+            raise
+        shape = [prepared.num_features]  # a custom loop brings its own model
+    outputs = {"classification": len(prepared.class_names or []), "regression": 1}.get(
+        task, prepared.num_features
+    )
+    stopping = training.earlyStopping
+    return TrainPlan(
+        name=job.metadata.name,
+        model_type=model.type,
+        task=task,
+        section=model.section().model_dump(mode="json"),
+        input_shape=shape,
+        num_features=prepared.num_features,
+        num_outputs=outputs,
+        epochs=training.epochs,
+        batch_size=training.batchSize,
+        optimizer=training.optimizer.model_dump(mode="json"),
+        seed=training.seed,
+        fingerprint=fingerprint(spec),
+        class_names=prepared.class_names,
+        likelihood=prepared.likelihood,
+        early_stopping=stopping.model_dump(mode="json") if stopping else None,
+        checkpoint_every=training.checkpoint.everyEpochs,
+        checkpoint_keep=training.checkpoint.keep,
+        threads=sizing.threads,
+        use_gpu=sizing.use_gpu,
+        mixed_precision=training.mixedPrecision and sizing.use_gpu,
+        cache_batches=prepared.size_bytes / sizing.workers <= CACHE_LIMIT_BYTES,
+        feature_names=prepared.features.vector_layout,
+        label=prepared.features.label,
+    )
+
+
+def _headline(plan: TrainPlan, history: list[dict[str, float]], stopped_early: bool) -> str:
+    if not history:
+        return "finished"
+    last = history[-1]
+    key = KEY_METRIC[plan.task][0]
+    done = f"{int(last.get('epoch', len(history)))} epochs" + (
+        " (stopped early)" if stopped_early else ""
+    )
+    return f"{done}, {key}={last[key]:.4g}" if key in last else done
+
+
+def run_job(
+    job: TrainingJob, reporter: Reporter, options: RunOptions, session: RaySession
+) -> RunSummary:
+    """Run one TrainingJob. UserErrors propagate (after a ``finished`` event carrying their
+    message); a failed training run returns a summary with ``succeeded=False``."""
+    store = Store(options.output)
+    spec = job.spec
+    began = time.time()
+    origin = min(options.started, began)
+    timeline: dict[str, float] = {}
+
+    def mark(name: str, at: float | None = None) -> None:
+        """Seconds from the start (of the process, for the CLI) to each milestone."""
+        timeline[name] = round((at or time.time()) - origin, 2)
+
+    mark("ray_ready", began)
+    try:
+        check_early_stopping(spec.training, spec.model.task or "classification")
+        train_function = load_train_function(spec.training.trainFunction)
+        sizing = size_workers(
+            spec.training, session.available, workers=options.workers, local=options.local
+        )
+        source = spec.data.source
+        what = (
+            source.uri.path
+            if source.uri
+            else (f"builtin {source.builtin.name}" if source.builtin else "generated sine")
+        )
+        reporter.stage("data", what)
+        prepared = prepare(spec, options.manifest_dir)
+        reporter.data_ready(prepared.stats, prepared.report)
+        mark("data_ready")
+        plan = build_plan(job, prepared, sizing)
+        if not spec.training.trainFunction:
+            models.dry_run(plan)
+        for note in sizing.notes:
+            reporter.note(note)
+        if spec.training.mixedPrecision and not sizing.use_gpu:
+            reporter.note("mixedPrecision needs a GPU: training in float32")
+        if not session.local and session.available.nodes > 1 and store.is_local:
+            nodes = session.available.nodes
+            reporter.note(
+                f"output {store.uri} is a local path on a {nodes}-node cluster: "
+                "checkpoints need shared storage (set spec.output.uri)"
+            )
+        resume = prepare_resume(store, plan)
+        if resume.message:
+            reporter.note(resume.message)
+        gpu = f" + {sizing.gpu:g} GPU" if sizing.gpu else ""
+        reporter.stage(
+            "training",
+            f"{plan.model_type}/{plan.task}, {sizing.workers} worker(s) × {sizing.cpu:g} CPU{gpu}",
+        )
+        mark("training_started")
+        outcome = run_training(
+            plan,
+            prepared,
+            sizing,
+            store,
+            reporter,
+            train_function=train_function,
+            max_failures=spec.training.maxFailures,
+        )
+        mark("training_finished")
+        if outcome.first_step_unix is not None:
+            mark("first_step", outcome.first_step_unix)
+        reporter.stage("finishing", store.uri)
+        from kubetrain_runtime.outputs import write_outputs
+
+        artifacts, history = write_outputs(
+            store, job, plan, prepared, outcome, resumed_from=resume.epoch, timeline=timeline
+        )
+        final = dict(history[-1]) if history else {}
+        stopped = bool(
+            outcome.history and outcome.history[-1].get("epoch", plan.epochs) < plan.epochs
+        )
+        final["wall_seconds"] = round(time.time() - origin, 2)
+        if "first_step" in timeline:
+            final["time_to_first_step_seconds"] = timeline["first_step"]
+        message = _headline(plan, history, stopped)
+        reporter.finished(True, final, artifacts, message)
+        return RunSummary(True, message, final, artifacts, history)
+    except UserError as exc:
+        reporter.finished(False, {}, Artifacts(outputUri=store.uri), str(exc))
+        raise
+    except TrainingFailed as exc:
+        message = f"training failed: {exc}"
+        reporter.finished(False, {}, Artifacts(outputUri=store.uri), message)
+        return RunSummary(False, message)
+    except Exception as exc:
+        reporter.finished(
+            False,
+            {},
+            Artifacts(outputUri=store.uri),
+            f"internal error: {type(exc).__name__}: {exc}",
+        )
+        raise

@@ -1,0 +1,45 @@
+"""``kubetrain run``: the job on a private local Ray (or ``RAY_ADDRESS``), with a live
+terminal display, a summary, and the outputs under ``runs/<name>/`` by default."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from kubetrain.api.v1alpha1 import TrainingJob
+from kubetrain_runtime.job import RunOptions, run_job
+from kubetrain_runtime.reporting import create_reporter
+from kubetrain_runtime.storage import normalize_uri
+
+
+def process_started() -> float:
+    """When this process started (Unix time): ``kubetrain run`` was typed then."""
+    try:
+        import psutil
+
+        return float(psutil.Process().create_time())
+    except Exception:
+        return time.time()
+
+
+def default_output(job: TrainingJob, output: str | None) -> str:
+    """``--output``, else ``spec.output.uri``, else ``runs/<name>`` in the current folder."""
+    return normalize_uri(output or job.spec.output.uri or f"runs/{job.metadata.name}")
+
+
+def run_local(
+    job: TrainingJob, *, workers: int | None, output: str | None, manifest_dir: Path
+) -> int:
+    """Run a TrainingJob here; 0 when it succeeded, 1 when training failed. Mistakes in the
+    job or its data raise ``kubetrain.errors.UserError`` (the CLI prints one line)."""
+    started = process_started()
+    reporter = create_reporter("rich", job)
+    reporter.stage("data", "starting Ray")
+    from kubetrain_runtime.ray_env import ray_session
+
+    with ray_session(local=True) as session:
+        options = RunOptions(
+            default_output(job, output), manifest_dir, workers, local=True, started=started
+        )
+        summary = run_job(job, reporter, options, session)
+    return 0 if summary.succeeded else 1

@@ -1,0 +1,193 @@
+"""Step 7: the job's outputs, written through fsspec under the output URI.
+
+model/model.pt           state dict of the final model
+model/trainingjob.yaml   the TrainingJob it was trained from
+model/plan.json          input shape, classes, features: what inference needs
+model/preprocessor.pkl   the fitted Ray Data preprocessors (and label encoder)
+metrics.json             per-epoch history, final and best values
+data_report.json         rows read/cleaned/dropped per rule, split, per-column stats
+plots/*.png              loss curves; confusion matrix; VAE samples/reconstructions
+checkpoints/<name>/      Ray Train's checkpoints (resume)
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubetrain.api.v1alpha1 import Artifacts, TrainingJob
+from kubetrain_runtime.data.pipeline import PreparedData
+from kubetrain_runtime.plan import KEY_METRIC, TrainPlan
+from kubetrain_runtime.storage import Store
+from kubetrain_runtime.train_loop import EXTRAS_FILE, MODEL_FILE, STATE_FILE, LoopState
+from kubetrain_runtime.trainer import TrainOutcome
+
+
+def _figure_bytes(figure: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def plot_losses(history: list[dict[str, float]], task: str) -> bytes:
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        if any(key in h for h in history):
+            axes[0].plot(epochs, [h.get(key, math.nan) for h in history], marker="o", label=label)
+    axes[0].set(title="loss", xlabel="epoch")
+    axes[0].legend()
+    key = KEY_METRIC.get(task, ("val_loss", "min"))[0]
+    axes[1].plot(epochs, [h.get(key, math.nan) for h in history], marker="o", color="tab:green")
+    axes[1].set(title=key, xlabel="epoch")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+    return _figure_bytes(figure)
+
+
+def plot_confusion(matrix: list[list[int]], names: list[str]) -> bytes:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.asarray(matrix)
+    size = max(4.0, 0.5 * len(names) + 2)
+    figure, axis = plt.subplots(figsize=(size, size * 0.85))
+    image = axis.imshow(values, cmap="Blues")
+    axis.set(
+        xticks=range(len(names)),
+        yticks=range(len(names)),
+        xlabel="predicted",
+        ylabel="true",
+        title="confusion matrix (validation)",
+    )
+    axis.set_xticklabels(names, rotation=45, ha="right")
+    axis.set_yticklabels(names)
+    if len(names) <= 20:
+        for (i, j), count in np.ndenumerate(values):
+            color = "white" if count > values.max() / 2 else "black"
+            axis.text(j, i, str(count), ha="center", va="center", color=color, fontsize=8)
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    return _figure_bytes(figure)
+
+
+def plot_vae(extras: dict[str, Any], columns: int = 8) -> bytes:
+    """Generated samples, then rows of originals and their reconstructions; images when
+    the feature count is a square (digits), line plots otherwise (sequences)."""
+    import matplotlib.pyplot as plt
+
+    rows: list[tuple[str, Any]] = []
+    samples = extras["samples"].numpy()
+    for start in range(0, len(samples), columns):
+        rows.append(("generated" if start == 0 else "", samples[start : start + columns]))
+    if "originals" in extras and "reconstructions" in extras:
+        rows.append(("original", extras["originals"].numpy()[:columns]))
+        rows.append(("reconstruction", extras["reconstructions"].numpy()[:columns]))
+    side = math.isqrt(samples.shape[1])
+    square = side * side == samples.shape[1]
+    figure, axes = plt.subplots(
+        len(rows), columns, figsize=(1.2 * columns, 1.25 * len(rows)), squeeze=False
+    )
+    for axis in axes.flat:
+        axis.set_axis_off()
+    for row, (label, vectors) in enumerate(rows):
+        for col, vector in enumerate(vectors):
+            axis = axes[row][col]
+            if square:
+                axis.imshow(
+                    vector.reshape(side, side),
+                    cmap="gray_r",
+                    vmin=0,
+                    vmax=max(1.0, float(vector.max())),
+                )
+            else:
+                axis.set_axis_on()
+                axis.plot(vector, linewidth=0.8)
+                axis.set_xticks([])
+                axis.set_yticks([])
+            if label and col == 0:
+                axis.set_title(label, fontsize=7, loc="left")
+    return _figure_bytes(figure)
+
+
+def _summaries(history: list[dict[str, float]], task: str) -> dict[str, Any]:
+    key, mode = KEY_METRIC.get(task, ("val_loss", "min"))
+    scored = [h for h in history if key in h and not math.isnan(h[key])]
+    best = (max if mode == "max" else min)(scored, key=lambda h: h[key]) if scored else None
+    return {
+        "keyMetric": key,
+        "final": history[-1] if history else {},
+        "best": {"epoch": best["epoch"], key: best[key]} if best else None,
+    }
+
+
+def write_outputs(
+    store: Store,
+    job: TrainingJob,
+    plan: TrainPlan,
+    prepared: PreparedData,
+    outcome: TrainOutcome,
+    *,
+    resumed_from: int,
+    timeline: dict[str, float] | None = None,
+) -> tuple[Artifacts, list[dict[str, float]]]:
+    """Write everything; return the artifacts and the full history (resumed epochs too)."""
+    artifacts = Artifacts(outputUri=store.uri)
+    state: LoopState | None = None
+    extras: dict[str, Any] = {}
+    if outcome.checkpoint is not None:
+        with outcome.checkpoint.as_directory() as folder:
+            root = Path(folder)
+            if (root / MODEL_FILE).exists():
+                artifacts.modelUri = store.write_bytes(
+                    "model/model.pt", (root / MODEL_FILE).read_bytes()
+                )
+            if (root / STATE_FILE).exists():
+                state = LoopState.load(root / STATE_FILE)
+            if (root / EXTRAS_FILE).exists():
+                import torch
+
+                extras = torch.load(root / EXTRAS_FILE, map_location="cpu")
+    body = job.model_dump(mode="json", exclude_none=True, exclude={"status"})
+    store.write_text("model/trainingjob.yaml", yaml.safe_dump(body, sort_keys=False))
+    store.write_json("model/plan.json", plan.to_dict())
+    store.write_bytes(
+        "model/preprocessor.pkl",
+        pickle.dumps({"features": prepared.preprocessor, "label": prepared.label_encoder}),
+    )
+
+    history = state.history if state and state.history else outcome.history
+    metrics = {
+        "job": job.metadata.name,
+        "task": plan.task,
+        "epochs": plan.epochs,
+        "resumedFromEpoch": resumed_from or None,
+        "timelineSeconds": timeline or {},
+        "stoppedEarly": bool(state.stopped_early) if state else False,
+        **_summaries(history, plan.task),
+        "history": history,
+    }
+    artifacts.metricsUri = store.write_json("metrics.json", metrics)
+    artifacts.reportUri = store.write_json("data_report.json", prepared.report)
+    if job.spec.output.plots and history:
+        artifacts.plots.append(store.write_bytes("plots/loss.png", plot_losses(history, plan.task)))
+        if state and state.confusion and plan.class_names:
+            artifacts.plots.append(
+                store.write_bytes(
+                    "plots/confusion_matrix.png", plot_confusion(state.confusion, plan.class_names)
+                )
+            )
+        if "samples" in extras and len(extras["samples"]):
+            artifacts.plots.append(store.write_bytes("plots/vae_samples.png", plot_vae(extras)))
+    artifacts.latestCheckpoint = outcome.last_checkpoint_uri
+    artifacts.checkpointEpoch = outcome.last_checkpoint_epoch
+    return artifacts, history

@@ -1,0 +1,256 @@
+"""Pure decisions: how many workers with what resources, which metrics a task reports,
+what identifies a run for resuming, and the TrainPlan that the per-worker loop receives.
+
+Nothing here imports Ray or torch, so every rule is unit-tested in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kubetrain.api.v1alpha1 import TrainingJobSpec, TrainingSpec
+from kubetrain.errors import SpecError
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "": 1.0,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+}
+_QUANTITY = re.compile(r"^\+?(?P<number>[0-9.]+)(?P<suffix>[A-Za-z]*)(?P<exp>[-+]?[0-9]*)$")
+
+#: CPUs a local run leaves free for the driver, the Ray Train controller and Ray Data.
+LOCAL_CPU_RESERVE = 0.2
+
+#: Metrics every built-in run reports each epoch, by task (besides epoch and timings).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("train_loss", "train_accuracy", "val_loss", "val_accuracy"),
+    "regression": ("train_loss", "val_loss", "val_mse", "val_mae"),
+    "generation": ("train_loss", "val_loss", "val_elbo", "val_recon", "val_kl"),
+}
+TIMING_METRICS = ("samples_per_second", "epoch_seconds")
+#: The headline metric of a task and whether higher is better.
+KEY_METRIC: dict[str, tuple[str, str]] = {
+    "classification": ("val_accuracy", "max"),
+    "regression": ("val_mse", "min"),
+    "generation": ("val_elbo", "max"),
+}
+
+
+def parse_quantity(value: str | int | float) -> float:
+    """A Kubernetes quantity as a number: ``500m`` → 0.5, ``2Gi`` → 2147483648."""
+    text = str(value).strip()
+    match = _QUANTITY.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity")
+    number, suffix, exp = float(match["number"]), match["suffix"], match["exp"]
+    if suffix in ("e", "E") and exp:
+        return number * 10 ** int(exp)
+    if exp:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity")
+    if suffix in _BINARY:
+        return number * _BINARY[suffix]
+    if suffix in _DECIMAL:
+        return number * _DECIMAL[suffix]
+    raise ValueError(f"{text!r} has an unknown suffix {suffix!r}")
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    return TASK_METRICS[task]
+
+
+def check_early_stopping(training: TrainingSpec, task: str) -> None:
+    stopping = training.earlyStopping
+    if stopping is None or training.trainFunction:
+        return  # a custom loop reports metrics we cannot know in advance
+    known = (*metric_names(task), *TIMING_METRICS)
+    if stopping.metric not in known:
+        raise SpecError(
+            f"{stopping.metric!r} is not reported for {task}; choose one of: {', '.join(known)}",
+            field="spec.training.earlyStopping.metric",
+        )
+
+
+# ---------------------------------------------------------------------- sizing
+
+
+@dataclass(frozen=True)
+class Available:
+    """What the Ray cluster has (``ray.cluster_resources()``)."""
+
+    cpus: float
+    gpus: float = 0.0
+    memory: float = 0.0
+    nodes: int = 1
+
+
+@dataclass(frozen=True)
+class Sizing:
+    workers: int
+    cpu: float
+    gpu: float
+    memory: float | None
+    threads: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpu > 0
+
+    def resources_per_worker(self) -> dict[str, float]:
+        resources = {"CPU": self.cpu}
+        if self.gpu:
+            resources["GPU"] = self.gpu
+        if self.memory:
+            resources["memory"] = self.memory
+        return resources
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def size_workers(
+    training: TrainingSpec, available: Available, *, workers: int | None, local: bool
+) -> Sizing:
+    """Worker count and per-worker resources.
+
+    In a cluster the spec is taken as written: the operator sized the pods for it. Locally
+    the requests are clamped to this machine, each clamp explained in a note, and CPUs are
+    fractional so that two workers fit on two cores with room for the driver.
+    """
+    count = workers or training.workers
+    res = training.resourcesPerWorker
+    cpu = parse_quantity(res.cpu)
+    memory: float | None = parse_quantity(res.memory)
+    gpu = float(res.gpu)
+    notes: list[str] = []
+    if local:
+        whole = max(1, math.floor(available.cpus))
+        if count > whole:
+            notes.append(
+                f"{count} workers asked; this machine has {_fmt(available.cpus)} CPUs, "
+                f"so {whole} run"
+            )
+            count = whole
+        share = max(0.1, (available.cpus - LOCAL_CPU_RESERVE) / count)
+        if cpu > share:
+            notes.append(
+                f"each worker gets {share:.2g} CPU instead of {_fmt(cpu)} so that {count} "
+                f"fit on {_fmt(available.cpus)} CPUs"
+            )
+            cpu = round(share, 3)
+        if gpu and available.gpus < gpu * count:
+            if available.gpus <= 0:
+                notes.append("no GPU here: training on CPU")
+                gpu = 0.0
+            else:
+                gpu = available.gpus / count
+                notes.append(f"each worker gets {gpu:.2g} GPU to fit {_fmt(available.gpus)} GPUs")
+        if memory and available.memory and memory * count > available.memory:
+            notes.append(
+                f"{count} × {res.memory} memory does not fit the "
+                f"{available.memory / 2**30:.1f} GiB Ray may use here; not reserving memory"
+            )
+            memory = None
+    threads = max(1, math.floor(cpu + 1e-6))
+    return Sizing(count, cpu, gpu, memory, threads, tuple(notes))
+
+
+# ------------------------------------------------------------------------ plan
+
+
+def fingerprint(spec: TrainingJobSpec) -> str:
+    """What must match for a checkpoint to be resumed: the data, the model and the
+    optimisation, but not epochs, stopping, checkpointing or worker count (a resumed run
+    may go on longer or on more workers)."""
+    training = spec.training.model_dump(
+        mode="json",
+        include={"batchSize", "optimizer", "seed", "mixedPrecision", "trainFunction"},
+    )
+    body = {
+        "data": spec.data.model_dump(mode="json"),
+        "model": spec.model.model_dump(mode="json"),
+        "training": training,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainPlan:
+    """Everything the per-worker loop needs, as plain JSON-able values (it travels to the
+    workers inside ``train_loop_config['plan']`` and is stored with the model)."""
+
+    name: str
+    model_type: str
+    task: str
+    section: dict[str, Any]
+    input_shape: list[int]
+    num_features: int
+    num_outputs: int
+    epochs: int
+    batch_size: int
+    optimizer: dict[str, Any]
+    seed: int
+    fingerprint: str
+    class_names: list[str] | None = None
+    likelihood: str | None = None  # vae: bernoulli (inputs in [0, 1]) or gaussian
+    early_stopping: dict[str, Any] | None = None
+    checkpoint_every: int = 1
+    checkpoint_keep: int = 2
+    threads: int = 1
+    use_gpu: bool = False
+    mixed_precision: bool = False
+    cache_batches: bool = True
+    feature_names: list[str] = field(default_factory=list)
+    label: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainPlan:
+        return cls(**data)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return metric_names(self.task)
+
+
+@dataclass
+class Resume:
+    resume: bool
+    epoch: int = 0
+    message: str = ""
+
+
+def decide_resume(saved: Mapping[str, Any] | None, plan: TrainPlan) -> Resume:
+    """Resume the newest checkpoint (its ``state.json``) only when it belongs to the same
+    job (fingerprint) and has epochs left; a finished or early-stopped run starts over."""
+    if saved is None:
+        return Resume(False)
+    epoch = int(saved.get("epoch", 0))
+    if saved.get("fingerprint") != plan.fingerprint:
+        return Resume(
+            False, message="the spec changed since the last checkpoint: starting at epoch 1"
+        )
+    if saved.get("stopped_early"):
+        return Resume(False, message="the last run stopped early: starting at epoch 1")
+    if epoch >= plan.epochs:
+        return Resume(
+            False, message=f"the last run finished all {epoch} epochs: starting at epoch 1"
+        )
+    return Resume(True, epoch, f"resuming after epoch {epoch} from the last checkpoint")

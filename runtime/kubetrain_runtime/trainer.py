@@ -1,0 +1,259 @@
+"""Step 6, on the driver: Ray Train's TorchTrainer from the plan, a deliberate resume
+policy, and epoch events forwarded to the reporter while training runs.
+
+Ray Train V2 resumes by itself whenever a run name and storage path are reused. Here that
+is a decision: the newest checkpoint is resumed only when it was written for the same
+data, model and optimisation (the plan's fingerprint) and has epochs left to run;
+otherwise the old run's checkpoints are removed and training starts at epoch 1.
+
+Worker metrics reach the driver through a ``ray.train.UserCallback``. It runs in the Train
+controller, an actor that V2 pins to the driver's node, so it appends each report to a
+local JSON-lines file that a driver thread follows and hands to the reporter (no extra
+actor to start, which costs seconds on a small machine).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import posixpath
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from kubetrain.api.v1alpha1 import Progress
+from kubetrain.errors import SpecError, UserError
+from kubetrain_runtime.data.pipeline import PreparedData
+from kubetrain_runtime.plan import Resume, Sizing, TrainPlan, decide_resume
+from kubetrain_runtime.reporting import Reporter
+from kubetrain_runtime.storage import Store
+from kubetrain_runtime.train_loop import STATE_FILE, train_loop_per_worker
+
+CHECKPOINTS = "checkpoints"
+#: Values in worker metrics that are bookkeeping, not metrics.
+INTERNAL_METRICS = frozenset({"first_step_unix", "stopped_early"})
+
+
+class TrainingFailed(Exception):
+    """Training broke for a reason that is not the user's input (exit code 1)."""
+
+
+def latest_state(store: Store, run: str) -> dict[str, Any] | None:
+    """``state.json`` of the run's newest checkpoint, if any."""
+    folder = posixpath.join(CHECKPOINTS, run)
+    for name in reversed(store.children(folder)):
+        if name.startswith("checkpoint_epoch_") and store.exists(
+            posixpath.join(folder, name, STATE_FILE)
+        ):
+            return json.loads(store.read_text(posixpath.join(folder, name, STATE_FILE)))
+    return None
+
+
+def prepare_resume(store: Store, plan: TrainPlan) -> Resume:
+    """Decide, and clear the old run's folder when not resuming (so V2 starts afresh)."""
+    decision = decide_resume(latest_state(store, plan.name), plan)
+    if not decision.resume:
+        store.remove(posixpath.join(CHECKPOINTS, plan.name))
+    return decision
+
+
+def load_train_function(reference: str | None) -> Callable[[dict[str, Any]], None]:
+    """The per-worker loop: the built-in one, or ``spec.training.trainFunction``."""
+    if not reference:
+        return train_loop_per_worker
+    module_name, name = reference.split(":")
+    try:
+        function = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(
+            f"cannot import {reference}: {exc}", field="spec.training.trainFunction"
+        ) from None
+    if not callable(function):
+        raise SpecError(f"{reference} is not callable", field="spec.training.trainFunction")
+    return function
+
+
+class EventForwarder(ray.train.UserCallback):
+    """Runs in the Train controller: appends each report to the driver's events file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def after_report(
+        self,
+        run_context: Any,
+        metrics: list[dict[str, Any]],
+        checkpoint: ray.train.Checkpoint | None,
+    ) -> None:
+        event = {
+            "metrics": metrics[0] if metrics else {},
+            "checkpoint": checkpoint.path if checkpoint else None,
+        }
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(event, default=float) + "\n")
+
+
+@dataclass
+class TrainOutcome:
+    checkpoint: ray.train.Checkpoint | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    first_step_unix: float | None = None
+    last_checkpoint_uri: str | None = None
+    last_checkpoint_epoch: int | None = None
+
+
+class EpochPump(threading.Thread):
+    """Driver thread: follows the events file and tells the reporter, with an ETA."""
+
+    def __init__(
+        self, path: str, reporter: Reporter, plan: TrainPlan, store: Store, outcome: TrainOutcome
+    ) -> None:
+        super().__init__(name="kubetrain-epochs", daemon=True)
+        self.path, self.reporter, self.plan, self.store, self.outcome = (
+            path,
+            reporter,
+            plan,
+            store,
+            outcome,
+        )
+        self.stopping = threading.Event()
+        self.seconds: list[float] = []
+        self.offset = 0
+
+    def poll(self) -> None:
+        """Handle the complete lines written since the last poll."""
+        with open(self.path) as handle:
+            handle.seek(self.offset)
+            while (line := handle.readline()).endswith("\n"):
+                self.offset = handle.tell()
+                self.handle(json.loads(line))
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.2):
+            self.poll()
+
+    def drain(self) -> None:
+        self.stopping.set()
+        self.join()
+        self.poll()
+
+    def handle(self, item: dict[str, Any]) -> None:
+        raw = item["metrics"]
+        if "first_step_unix" in raw and self.outcome.first_step_unix is None:
+            self.outcome.first_step_unix = float(raw["first_step_unix"])
+        metrics = {
+            k: float(v)
+            for k, v in raw.items()
+            if isinstance(v, (int, float)) and k not in INTERNAL_METRICS
+        }
+        epoch = int(metrics.get("epoch", len(self.outcome.history) + 1))
+        self.outcome.history.append(metrics)
+        if "epoch_seconds" in metrics:
+            self.seconds.append(metrics["epoch_seconds"])
+        total = self.plan.epochs
+        left = max(total - epoch, 0)
+        recent = self.seconds[1:] or self.seconds  # the first epoch pays for start-up
+        eta = round(sum(recent) / len(recent) * left) if recent else None
+        progress = Progress(
+            stage="training",
+            epoch=epoch,
+            totalEpochs=total,
+            percent=min(100, int(100 * epoch / total)),
+            samplesPerSecond=metrics.get("samples_per_second"),
+            etaSeconds=0 if raw.get("stopped_early") else eta,
+        )
+        self.reporter.epoch(progress, metrics)
+        if item["checkpoint"]:
+            uri = self.store.uri_of(
+                CHECKPOINTS, self.plan.name, posixpath.basename(item["checkpoint"])
+            )
+            self.outcome.last_checkpoint_uri, self.outcome.last_checkpoint_epoch = uri, epoch
+            self.reporter.checkpoint(uri, epoch)
+
+
+def _user_error(exc: BaseException) -> UserError | None:
+    """A UserError raised inside a worker (a custom loop's SpecError, say)."""
+    pending: list[BaseException] = [exc]
+    failures = getattr(exc, "worker_failures", None)
+    if isinstance(failures, dict):
+        pending += list(failures.values())
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, UserError):
+            return current
+        pending += [
+            e
+            for e in (current.__cause__, current.__context__, getattr(current, "cause", None))
+            if isinstance(e, BaseException)
+        ]
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    failures = getattr(exc, "worker_failures", None)
+    if isinstance(failures, dict) and failures:
+        rank, failure = sorted(failures.items())[0]
+        cause = getattr(failure, "cause", None) or failure
+        text = str(cause).strip().splitlines()
+        return f"worker {rank}: {type(cause).__name__}: {text[-1] if text else ''}"
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def run_training(
+    plan: TrainPlan,
+    prepared: PreparedData,
+    sizing: Sizing,
+    store: Store,
+    reporter: Reporter,
+    *,
+    train_function: Callable[[dict[str, Any]], None],
+    max_failures: int,
+) -> TrainOutcome:
+    storage_path, filesystem = store.ray_storage(CHECKPOINTS)
+    handle, events = tempfile.mkstemp(prefix="kubetrain-events-", suffix=".jsonl")
+    os.close(handle)
+    trainer = TorchTrainer(
+        train_function,
+        train_loop_config={"plan": plan.to_dict()},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=sizing.workers,
+            use_gpu=sizing.use_gpu,
+            resources_per_worker=sizing.resources_per_worker(),
+        ),
+        run_config=ray.train.RunConfig(
+            name=plan.name,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=plan.checkpoint_keep),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            callbacks=[EventForwarder(events)],
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        ),
+        datasets={"train": prepared.train, "validation": prepared.validation},
+    )
+    outcome = TrainOutcome(checkpoint=None)
+    pump = EpochPump(events, reporter, plan, store, outcome)
+    pump.start()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        user = _user_error(exc)
+        if user is not None:
+            raise user from None
+        raise TrainingFailed(_first_line(exc)) from exc
+    finally:
+        pump.drain()
+        os.unlink(events)
+    outcome.checkpoint = result.checkpoint
+    return outcome

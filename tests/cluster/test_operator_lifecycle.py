@@ -1,0 +1,194 @@
+"""The operator against the real control plane, with kwok nodes as GPU and CPU pools: what
+it creates, where pods land, fail-fast, suspend, deletion, restarts, validation, RBAC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from operator_fixtures import (
+    Jobs,
+    job_body,
+    jobs,
+    phase_is,
+    rules,
+    running_operator,
+    token_kubeconfig,
+    wait_for,
+)
+
+pytestmark = pytest.mark.cluster
+__all__ = ["jobs"]  # the fixture, imported for pytest
+
+READY = ("Provisioning",)
+
+
+def ready(jobs: Jobs, name: str) -> Any:
+    return phase_is(jobs, name, *READY, reason="ClusterReady")
+
+
+def test_a_job_creates_exactly_its_children_on_the_pool_asked_for(
+    jobs: Jobs, kubeconfig_path: Path, gpu_pools: dict[str, list[str]]
+):
+    body = job_body(
+        "gpus",
+        training={"workers": 2, "resourcesPerWorker": {"cpu": "1", "gpu": 2}},
+        cluster={"nodePool": "a100"},
+    )
+    with running_operator(jobs.ns, kubeconfig_path):
+        uid = jobs.create(body)["metadata"]["uid"]
+        status = wait_for(ready(jobs, "gpus"), what="the cluster to be ready")
+        cluster = f"gpus-{uid[:5]}"
+        assert jobs.children(uid) == {
+            "Pod": [f"{cluster}-head", f"{cluster}-worker-0", f"{cluster}-worker-1"],
+            "Service": [f"{cluster}-head"],
+            "ConfigMap": [f"{cluster}-spec"],
+            "ServiceAccount": [f"{cluster}-runtime"],
+            "Role": [f"{cluster}-runtime"],
+            "RoleBinding": [f"{cluster}-runtime"],
+        }
+        for pod in jobs.pods(uid):
+            assert pod.spec.node_name in gpu_pools["a100"]
+            owner = pod.metadata.owner_references[0]
+            assert (owner.kind, owner.name, owner.uid) == ("TrainingJob", "gpus", uid)
+            assert pod.spec.security_context.run_as_non_root is True
+        assert status["rayClusterName"] == cluster
+        assert status["observedGeneration"] == 1
+        assert {c["type"]: c["status"] for c in status["conditions"]} == {"ClusterReady": "True"}
+        reasons = {e.reason for e in jobs.events("gpus")}
+        assert "ClusterReady" in reasons
+
+
+def test_an_impossible_gpu_request_is_unschedulable_then_fails_at_the_deadline(
+    jobs: Jobs, kubeconfig_path: Path, gpu_pools: dict[str, list[str]]
+):
+    workers = len(gpu_pools["h100"]) + 1  # one 8-GPU worker more than there are nodes
+    body = job_body(
+        "toobig",
+        training={"workers": workers, "resourcesPerWorker": {"cpu": "1", "gpu": 8}},
+        cluster={"nodePool": "h100"},
+        runPolicy={"startupDeadlineSeconds": 8},
+    )
+    with running_operator(jobs.ns, kubeconfig_path):
+        uid = jobs.create(body)["metadata"]["uid"]
+        pending = wait_for(
+            phase_is(jobs, "toobig", "Pending", reason="Unschedulable"), what="Unschedulable"
+        )
+        assert "Insufficient nvidia.com/gpu" in pending["message"]
+        failed = wait_for(phase_is(jobs, "toobig", "Failed"), timeout=60, what="Failed")
+        assert failed["reason"] == "Unschedulable"
+        assert "startupDeadlineSeconds (8s)" in failed["message"]
+        assert failed["completionTime"]
+        wait_for(lambda: not jobs.pods(uid), what="the failed job's pods to be deleted")
+        warnings = {e.reason for e in jobs.events("toobig") if e.type == "Warning"}
+        assert {"Unschedulable"} <= warnings
+
+
+def test_suspend_deletes_pods_and_resume_recreates_them(jobs: Jobs, kubeconfig_path: Path):
+    with running_operator(jobs.ns, kubeconfig_path):
+        uid = jobs.create(job_body("pausable"))["metadata"]["uid"]
+        wait_for(ready(jobs, "pausable"), what="the cluster to be ready")
+        before = {p.metadata.uid for p in jobs.pods(uid)}
+        assert len(before) == 2
+
+        jobs.patch_spec("pausable", {"runPolicy": {"suspend": True}})
+        wait_for(phase_is(jobs, "pausable", "Suspended"), what="Suspended")
+        wait_for(lambda: not jobs.pods(uid, alive=False), what="pods to be deleted")
+        assert jobs.children(uid).keys() >= {"ConfigMap", "Service"}, "only pods go"
+
+        jobs.patch_spec("pausable", {"runPolicy": {"suspend": False}})
+        wait_for(ready(jobs, "pausable"), what="the cluster to be ready again")
+        after = {p.metadata.uid for p in jobs.pods(uid)}
+        assert len(after) == 2 and not after & before
+        conditions = {c["type"]: c for c in jobs.status("pausable")["conditions"]}
+        assert conditions["Suspended"]["status"] == "False"
+        assert conditions["Suspended"]["reason"] == "Resumed"
+
+
+def test_deleting_the_job_leaves_no_child_behind(jobs: Jobs, kubeconfig_path: Path):
+    with running_operator(jobs.ns, kubeconfig_path):
+        uid = jobs.create(job_body("doomed", training={"workers": 2}))["metadata"]["uid"]
+        wait_for(ready(jobs, "doomed"), what="the cluster to be ready")
+        assert jobs.get("doomed")["metadata"]["finalizers"] == ["kubetrain.io/finalizer"]
+        jobs.delete("doomed")
+        wait_for(lambda: jobs.get("doomed") is None, what="the job to be gone")
+    wait_for(lambda: not jobs.children(uid), timeout=60, what="children to be collected")
+
+
+def test_restarting_the_operator_mid_provisioning_creates_no_duplicate(
+    jobs: Jobs, kubeconfig_path: Path
+):
+    body = job_body("restart", training={"workers": 2})
+    with running_operator(jobs.ns, kubeconfig_path):
+        uid = jobs.create(body)["metadata"]["uid"]
+        wait_for(lambda: len(jobs.pods(uid)) == 3, what="three pods")
+    first = jobs.children(uid)
+    pod_uids = {p.metadata.uid for p in jobs.pods(uid)}
+    with running_operator(jobs.ns, kubeconfig_path):
+        wait_for(ready(jobs, "restart"), what="the cluster to be ready")
+        assert jobs.children(uid) == first
+        assert {p.metadata.uid for p in jobs.pods(uid)} == pod_uids
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"cluster": {"nodePool": "tpu"}}, "spec.cluster.nodePool"),
+        (
+            {"training": {"resourcesPerWorker": {"cpu": "1", "gpu": 1}}},
+            "spec.training.resourcesPerWorker.gpu",
+        ),
+    ],
+    ids=["unknown-pool", "gpus-on-cpu-pool"],
+)
+def test_a_validation_failure_creates_nothing(
+    jobs: Jobs, kubeconfig_path: Path, spec: dict[str, Any], field: str
+):
+    with running_operator(jobs.ns, kubeconfig_path):
+        uid = jobs.create(job_body("invalid", **spec))["metadata"]["uid"]
+        failed = wait_for(phase_is(jobs, "invalid", "Failed"), what="Failed")
+        assert failed["reason"] == "ValidationFailed"
+        assert failed["message"].startswith(f"{field}:")
+        wait_for(
+            lambda: any(e.reason == "ValidationFailed" for e in jobs.events("invalid")),
+            what="a ValidationFailed event",
+        )
+        assert jobs.events("invalid")[0].type == "Warning"
+        assert jobs.status("invalid") == failed, "no retry loop rewrites the status"
+    assert jobs.children(uid) == {}
+
+
+def test_the_operator_runs_with_exactly_the_rbac_it_ships(
+    jobs: Jobs, kube_api: k8s.ApiClient, kubeconfig_path: Path, tmp_path: Path
+):
+    """Bind the chart's rules file to a ServiceAccount, log in with its token, and run the
+    whole provisioning flow as it: a missing rule fails this test."""
+    core, rbac = k8s.CoreV1Api(kube_api), k8s.RbacAuthorizationV1Api(kube_api)
+    name = "kubetrain-operator"
+    core.create_namespaced_service_account(jobs.ns, {"metadata": {"name": name}})
+    rbac.create_namespaced_role(jobs.ns, {"metadata": {"name": name}, "rules": rules()})
+    rbac.create_namespaced_role_binding(
+        jobs.ns,
+        {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": jobs.ns}],
+        },
+    )
+    token = core.create_namespaced_service_account_token(
+        name, jobs.ns, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    kubeconfig = token_kubeconfig(kubeconfig_path, token, tmp_path / "operator.kubeconfig")
+
+    with running_operator(jobs.ns, kubeconfig) as runner:
+        uid = jobs.create(job_body("rbac", training={"workers": 1}))["metadata"]["uid"]
+        wait_for(ready(jobs, "rbac"), what="the cluster to be ready, as the operator's SA")
+        assert len(jobs.children(uid)) == 6
+        jobs.patch_spec("rbac", {"runPolicy": {"suspend": True}})
+        wait_for(phase_is(jobs, "rbac", "Suspended"), what="Suspended, as the operator's SA")
+        wait_for(lambda: not jobs.pods(uid, alive=False), what="pods deleted by the SA")
+        jobs.delete("rbac")
+        wait_for(lambda: jobs.get("rbac") is None, what="the finalizer removed by the SA")
+    assert "Forbidden" not in runner.output and "403" not in runner.output

@@ -1,0 +1,84 @@
+"""Every model type trains on its example and improves; checkpoints resume at the next
+epoch; early stopping stops. Each fit costs tens of seconds on two cores, so each test
+checks several things about its run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.runtime
+
+
+def losses(reporter) -> list[float]:
+    return [e["metrics"]["train_loss"] for e in reporter.of("epoch")]
+
+
+def test_cnn_on_digits_with_two_workers(example, train, tmp_path):
+    job = example("digits-cnn", training={"epochs": 3})
+    summary, reporter = train(job, tmp_path)
+    assert summary.succeeded, summary.message
+    assert reporter.epochs == [1, 2, 3]
+    assert losses(reporter)[-1] < losses(reporter)[0]
+    last = reporter.of("epoch")[-1]
+    assert last["metrics"]["val_accuracy"] > 0.5
+    assert last["progress"].totalEpochs == 3 and last["progress"].percent == 100
+    assert [c["epoch"] for c in reporter.of("checkpoint")] == [2, 3]  # everyEpochs 2, and the last
+    stats = reporter.of("data_ready")[0]["stats"]
+    assert (stats.trainRows, stats.validationRows) == (1437, 360)
+    # Metrics are all-reduced over both workers' shards: the confusion matrix counts the
+    # whole validation split.
+    artifacts = reporter.result["artifacts"]
+    assert {p.rsplit("/", 1)[1] for p in artifacts.plots} == {"loss.png", "confusion_matrix.png"}
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    assert (tmp_path / "model" / "model.pt").exists() and (
+        tmp_path / "model" / "trainingjob.yaml"
+    ).exists()
+    report = json.loads((tmp_path / "data_report.json").read_text())
+    assert report["rowsRead"] == 1797 and "pixel_63" in report["columns"]
+    assert summary.metrics["time_to_first_step_seconds"] > 0
+
+
+def test_mlp_resumes_at_the_next_epoch(example, train, tmp_path):
+    first, _ = train(example("iris-csv-mlp", training={"epochs": 2}), tmp_path)
+    assert first.succeeded, first.message
+    summary, reporter = train(example("iris-csv-mlp", training={"epochs": 4}), tmp_path)
+    assert summary.succeeded, summary.message
+    assert reporter.epochs == [3, 4]
+    assert any("resuming after epoch 2" in n["message"] for n in reporter.of("note"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    assert metrics["resumedFromEpoch"] == 2
+    history = [h["train_loss"] for h in metrics["history"]]
+    assert history[-1] < history[0]
+    # A different job (here: the escape hatch, naming the built-in loop as a custom
+    # trainFunction) does not resume those checkpoints: it starts over, deliberately.
+    custom = {"epochs": 1, "trainFunction": "kubetrain_runtime.train_loop:train_loop_per_worker"}
+    again, reporter = train(example("iris-csv-mlp", training=custom), tmp_path)
+    assert again.succeeded, again.message
+    assert reporter.epochs == [1]
+    assert any("spec changed" in n["message"] for n in reporter.of("note"))
+
+
+def test_rnn_regression_stops_early(example, train, tmp_path):
+    job = example(
+        "sine-rnn",
+        training={
+            "epochs": 6,
+            "earlyStopping": {
+                "metric": "val_loss",
+                "mode": "min",
+                "patience": 1,
+                "minDelta": 1000.0,
+            },
+        },
+    )
+    summary, reporter = train(job, tmp_path)
+    assert summary.succeeded, summary.message
+    assert reporter.epochs == [1, 2]  # nothing improves by 1000: stop after patience 1
+    assert "stopped early" in summary.message
+    assert losses(reporter)[1] < losses(reporter)[0]
+    assert "val_mse" in reporter.of("epoch")[-1]["metrics"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["stoppedEarly"] is True

@@ -1,0 +1,276 @@
+"""Pure builders: every child of a job, checked field by field, table-driven."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from kubetrain.api.v1alpha1 import MAX_NAME_LENGTH, TrainingJob
+from kubetrain_operator import builders
+from kubetrain_operator.naming import JobRef
+from kubetrain_operator.validation import resolve_placement
+
+pytestmark = pytest.mark.unit
+
+
+def children(job, spec, config):
+    return builders.build_children(job, spec, resolve_placement(spec, config), config)
+
+
+@pytest.mark.parametrize(
+    ("pool", "gpus", "selector", "tolerations", "gpu_limit"),
+    [
+        ("cpu", 0, {"kubetrain.io/pool": "cpu"}, None, None),
+        ("a100", 2, {"kubetrain.io/pool": "a100"}, ["nvidia.com/gpu"], ("nvidia.com/gpu", "2")),
+        ("a100", 0, {"kubetrain.io/pool": "a100"}, ["nvidia.com/gpu"], None),
+        ("amd", 1, {"kubetrain.io/pool": "amd"}, None, ("amd.com/gpu", "1")),
+        (None, 0, None, None, None),
+    ],
+)
+def test_pool_placement_and_gpu_resources(
+    job, make_spec, make_config, pool, gpus, selector, tolerations, gpu_limit
+):
+    spec = make_spec(cluster__nodePool=pool, training__resourcesPerWorker={"gpu": gpus, "cpu": "2"})
+    kids = children(job, spec, make_config())
+    for pod in kids.pods:
+        assert pod["spec"].get("nodeSelector") == selector
+        keys = [t.get("key") for t in pod["spec"].get("tolerations", [])] or None
+        assert keys == tolerations
+    limits = kids.workers[0]["spec"]["containers"][0]["resources"]["limits"]
+    head_limits = kids.head["spec"]["containers"][0]["resources"]["limits"]
+    if gpu_limit:
+        assert limits[gpu_limit[0]] == gpu_limit[1]
+    assert set(limits) - {"cpu", "memory"} == ({gpu_limit[0]} if gpu_limit else set())
+    assert set(head_limits) == {"cpu", "memory"}, "the head never asks for GPUs"
+    assert kids.workers[0]["spec"]["containers"][0]["resources"]["requests"] == limits
+
+
+def test_spec_selector_and_tolerations_add_to_the_pools(job, make_spec, make_config):
+    spec = make_spec(
+        cluster__nodePool="a100",
+        cluster__nodeSelector={"zone": "b"},
+        cluster__tolerations=[{"key": "team", "operator": "Equal", "value": "x"}],
+    )
+    pod = children(job, spec, make_config()).head
+    assert pod["spec"]["nodeSelector"] == {"kubetrain.io/pool": "a100", "zone": "b"}
+    assert [t["key"] for t in pod["spec"]["tolerations"]] == ["nvidia.com/gpu", "team"]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_one_worker_pod_per_training_worker(job, make_spec, make_config, workers):
+    kids = children(job, make_spec(training__workers=workers), make_config())
+    assert [p["metadata"]["name"] for p in kids.pods] == [
+        "iris-3f2a9-head",
+        *(f"iris-3f2a9-worker-{i}" for i in range(workers)),
+    ]
+    assert builders.expected_pod_names(job, make_spec(training__workers=workers)) == tuple(
+        p["metadata"]["name"] for p in kids.pods
+    )
+
+
+def test_every_child_is_owned_and_labelled(job, make_spec, make_config):
+    kids = children(job, make_spec(), make_config())
+    objects = [*kids.setup, *kids.pods]
+    assert {o["kind"] for o in objects} == {
+        "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Service", "Pod",
+    }  # fmt: skip
+    for obj in objects:
+        meta = obj["metadata"]
+        assert meta["namespace"] == "team-a"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "kubetrain.io/v1alpha1",
+                "kind": "TrainingJob",
+                "name": "iris",
+                "uid": job.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        labels = meta["labels"]
+        assert labels["kubetrain.io/job"] == "iris"
+        assert labels["kubetrain.io/job-uid"] == job.uid
+        assert labels["app.kubernetes.io/managed-by"] == "kubetrain-operator"
+        assert labels["app.kubernetes.io/instance"] == "iris"
+        assert labels["app.kubernetes.io/name"] == "kubetrain"
+
+
+def test_names_fit_and_change_with_the_uid(make_spec, make_config):
+    longest = "a" * MAX_NAME_LENGTH
+    spec = make_spec(training__workers=1024)
+    first = children(JobRef(longest, "ns", "abcde-1"), spec, make_config())
+    again = children(JobRef(longest, "ns", "fedcb-2"), spec, make_config())
+    for a, b in zip([*first.setup, *first.pods], [*again.setup, *again.pods], strict=True):
+        assert len(a["metadata"]["name"]) <= 63
+        assert a["metadata"]["name"] != b["metadata"]["name"], "recreated jobs must not collide"
+
+
+def test_pods_pass_the_restricted_pod_security_standard(job, make_spec, make_config):
+    for pod in children(job, make_spec(), make_config()).pods:
+        sec = pod["spec"]["securityContext"]
+        assert sec["runAsNonRoot"] is True and sec["runAsUser"] > 0
+        assert sec["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["spec"]["containers"]:
+            csec = container["securityContext"]
+            assert csec["allowPrivilegeEscalation"] is False
+            assert csec["capabilities"] == {"drop": ["ALL"]}
+            assert csec["runAsNonRoot"] is True
+        assert not any("hostPath" in v for v in pod["spec"]["volumes"])
+        assert not pod["spec"].get("hostNetwork")
+
+
+def test_admin_can_turn_restricted_security_off(job, make_spec, make_config):
+    config = make_config(podSecurity={"restricted": False})
+    pod = children(job, make_spec(), config).head
+    assert "securityContext" not in pod["spec"]
+    assert "securityContext" not in pod["spec"]["containers"][0]
+
+
+def test_head_service_exposes_gcs_dashboard_and_client(job, make_spec, make_config):
+    svc = children(job, make_spec(), make_config()).service
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {
+        "gcs": 6379,
+        "dashboard": 8265,
+        "client": 10001,
+    }
+    assert svc["spec"]["selector"] == {"kubetrain.io/job-uid": job.uid, "kubetrain.io/role": "head"}
+
+
+def test_runtime_rbac_may_only_patch_its_own_status(job, make_spec, make_config):
+    kids = children(job, make_spec(), make_config())
+    account, role, binding = kids.runtime_rbac
+    assert role["rules"] == [
+        {
+            "apiGroups": ["kubetrain.io"],
+            "resources": ["trainingjobs/status"],
+            "resourceNames": ["iris"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "team-a"}
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    for pod in kids.pods:
+        assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("spec_sa", "create_rbac", "expected_sa", "rbac_objects"),
+    [
+        ("mine", True, "mine", 0),
+        (None, False, None, 0),
+        (None, True, "iris-3f2a9-runtime", 3),
+    ],
+)
+def test_service_account_choice(
+    job, make_spec, make_config, spec_sa, create_rbac, expected_sa, rbac_objects
+):
+    kids = children(
+        job,
+        make_spec(cluster__serviceAccountName=spec_sa),
+        make_config(createRuntimeRbac=create_rbac),
+    )
+    assert kids.head["spec"].get("serviceAccountName") == expected_sa
+    assert len(kids.runtime_rbac) == rbac_objects
+    if expected_sa is None:
+        assert kids.head["spec"]["automountServiceAccountToken"] is False
+
+
+def test_config_map_holds_a_valid_training_job(job, make_spec, make_config):
+    kids = children(job, make_spec(), make_config(outputVolume="shared"))
+    text = kids.config_map["data"]["trainingjob.yaml"]
+    parsed = TrainingJob.model_validate(yaml.safe_load(text))
+    assert parsed.metadata.name == "iris"
+    assert parsed.spec.output.uri == "/output/team-a/iris-3f2a9"
+    pod = kids.head["spec"]
+    assert {"name": "output", "persistentVolumeClaim": {"claimName": "shared"}} in pod["volumes"]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {"name": "spec", "mountPath": "/etc/kubetrain", "readOnly": True} in mounts
+
+
+@pytest.mark.parametrize(
+    ("spec_image", "default_image", "expected"),
+    [
+        (None, None, "kubetrain/runtime:0.1.0"),
+        (None, "registry.local/kt:1", "registry.local/kt:1"),
+        ("mine:2", "registry.local/kt:1", "mine:2"),
+    ],
+)
+def test_image_choice(job, make_spec, make_config, spec_image, default_image, expected):
+    spec = make_spec(cluster__image=spec_image) if spec_image else make_spec()
+    kids = children(job, spec, make_config(defaultImage=default_image))
+    assert {p["spec"]["containers"][0]["image"] for p in kids.pods} == {expected}
+
+
+def test_ray_start_commands(job, make_spec, make_config):
+    spec = make_spec(
+        cluster__nodePool="a100",
+        cluster__head={"resources": {"cpu": "2500m", "memory": "4Gi"}},
+        training__resourcesPerWorker={"gpu": 1, "cpu": "3"},
+    )
+    kids = children(job, spec, make_config())
+    head = kids.head["spec"]["containers"][0]["command"][-1]
+    worker = kids.workers[0]["spec"]["containers"][0]["command"][-1]
+    assert "--head" in head and "--num-cpus=2" in head and "--num-gpus=0" in head
+    assert "--dashboard-port=8265" in head and "--port=6379" in head
+    assert "--num-cpus=3" in worker and "--num-gpus=1" in worker
+    assert "IRIS_3F2A9_HEAD_SERVICE_HOST:-iris-3f2a9-head.team-a.svc}:6379" in worker
+
+
+@pytest.mark.parametrize(("quantity", "cpus"), [("500m", 1), ("1", 1), ("2", 2), ("2500m", 2)])
+def test_cpu_count(quantity, cpus):
+    assert builders.cpu_count(quantity) == cpus
+
+
+def test_submission_is_derived_from_uid_and_attempt(job, make_config):
+    body = builders.submission_request(job, 3, make_config(runtimeReporter="status"))
+    assert body["submission_id"] == f"kubetrain-{job.uid}-3"
+    assert body["entrypoint"] == (
+        "python -m kubetrain_runtime.entrypoint --spec /etc/kubetrain/trainingjob.yaml "
+        "--reporter status"
+    )
+    assert body["runtime_env"]["env_vars"]["KUBETRAIN_ATTEMPT"] == "3"
+
+
+def test_roles_are_created_before_their_bindings(job, make_spec, make_config):
+    waves = children(job, make_spec(), make_config()).setup_waves
+    assert [sorted(o["kind"] for o in wave) for wave in waves] == [
+        ["ConfigMap", "Role", "Service", "ServiceAccount"],
+        ["RoleBinding"],
+    ]
+
+
+def test_the_lean_diff_base_has_the_same_essence_as_kopfs():
+    import kopf
+
+    from kubetrain_operator.lifecycle import LeanStatusDiffBaseStorage
+
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "p",
+            "uid": "u",
+            "labels": {"a": "b"},
+            "annotations": {"x": "y", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
+        },
+        "spec": {"containers": [{"name": "c"}]},
+        "status": {"phase": "Running", "kopf": {"progress": {}}},
+    }
+    plain = kopf.StatusDiffBaseStorage(field="status.kopf.last-handled-configuration")
+    lean = LeanStatusDiffBaseStorage(field="status.kopf.last-handled-configuration")
+    assert lean.build(body=kopf.Body(body)) == plain.build(body=kopf.Body(body))
+
+
+def test_the_lean_progress_storage_clears_like_kopfs():
+    import copy
+
+    import kopf
+
+    from kubetrain_operator.lifecycle import LeanStatusProgressStorage
+
+    essence = {"spec": {"a": 1}, "status": {"kopf": {"progress": {"h": {}}}, "x": 1}}
+    plain = kopf.StatusProgressStorage(field="status.kopf.progress")
+    lean = LeanStatusProgressStorage(field="status.kopf.progress")
+    assert lean.clear(essence=copy.deepcopy(essence)) == plain.clear(essence=essence)

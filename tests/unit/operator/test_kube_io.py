@@ -1,0 +1,98 @@
+"""The Kubernetes API layer's outcomes against a local fake API server: 409 and 404 are
+normal answers, 429 and 5xx are retried (honouring Retry-After), other errors raise."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from kubetrain_operator.kube import ApiError, KubeApi
+from kubetrain_operator.metrics import JOBS, observe_phase
+
+pytestmark = pytest.mark.unit
+
+POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}}
+
+
+def serve(answers: list[tuple[int, dict[str, str]]], scenario: Callable[[KubeApi], Any]) -> Any:
+    """Run ``scenario`` against a server that gives ``answers`` in order."""
+    seen: list[tuple[str, str, Any]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else None
+        seen.append((request.method, request.path, body))
+        status, headers = answers.pop(0)
+        return web.json_response({"message": f"HTTP {status}"}, status=status, headers=headers)
+
+    async def main() -> Any:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        delays: list[float] = []
+
+        async def no_sleep(delay: float) -> None:
+            delays.append(delay)
+
+        async with aiohttp.ClientSession() as session:
+            api = KubeApi(f"http://127.0.0.1:{port}", session, sleep=no_sleep)
+            try:
+                return await scenario(api), seen, delays
+            finally:
+                await runner.cleanup()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(201, "created"), (409, "exists")])
+def test_create_treats_already_exists_as_done(status, outcome):
+    result, seen, _ = serve([(status, {})], lambda api: api.create(POD))
+    assert result == outcome
+    assert seen == [("POST", "/api/v1/namespaces/ns/pods", POD)]
+
+
+def test_throttling_is_retried_after_the_servers_delay():
+    answers = [(429, {"Retry-After": "3"}), (503, {}), (201, {})]
+    result, seen, delays = serve(answers, lambda api: api.create(POD))
+    assert result == "created" and len(seen) == 3
+    assert delays[0] == 3.0 and len(delays) == 2
+
+
+def test_other_errors_raise_with_the_servers_message():
+    with pytest.raises(ApiError, match="HTTP 422"):
+        serve([(422, {})], lambda api: api.create(POD))
+
+
+@pytest.mark.parametrize(("status", "deleted"), [(200, True), (404, False)])
+def test_delete_treats_not_found_as_done(status, deleted):
+    result, seen, _ = serve([(status, {})], lambda api: api.delete("v1", "Pod", "ns", "p"))
+    assert result is deleted
+    assert seen[0][:2] == ("DELETE", "/api/v1/namespaces/ns/pods/p")
+    assert seen[0][2] == {"propagationPolicy": "Background"}
+
+
+def test_status_patch_targets_the_subresource():
+    result, seen, _ = serve([(200, {})], lambda api: api.patch_job_status("ns", "j", {"a": 1}))
+    assert result is True
+    assert seen == [
+        ("PATCH", "/apis/kubetrain.io/v1alpha1/namespaces/ns/trainingjobs/j/status",
+         {"status": {"a": 1}}),
+    ]  # fmt: skip
+
+
+def test_jobs_by_phase_gauge():
+    observe_phase("uid-a", "Running")
+    observe_phase("uid-b", "Running")
+    observe_phase("uid-b", "Failed")
+    assert JOBS.labels(phase="Running")._value.get() >= 1
+    observe_phase("uid-a", None)
+    observe_phase("uid-b", None)
+    assert JOBS.labels(phase="Running")._value.get() == 0

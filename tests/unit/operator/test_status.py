@@ -1,0 +1,524 @@
+"""Pure status computation: every phase and reason, terminal-state rules, change detection."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from kubetrain.api.v1alpha1 import TrainingJobStatus
+from kubetrain.errors import SpecError
+from kubetrain_operator import builders
+from kubetrain_operator.status import (
+    DeleteJob,
+    DeletePods,
+    DeleteService,
+    EnsureCluster,
+    FinalReport,
+    Observed,
+    PodState,
+    RayJobState,
+    StopRayJob,
+    SubmitRayJob,
+    decide,
+    next_deadline,
+    parse_final_report,
+    submission_failed,
+    summarize_pod,
+    timestamp,
+)
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+EARLIER = timestamp(NOW - timedelta(seconds=5))
+
+
+def pod(name, *, role="worker", phase="Running", ready=True, node="n1", problem=None,
+        terminating=False, created=EARLIER):  # fmt: skip
+    return PodState(name, role, phase, ready, terminating, node, created, problem)
+
+
+def cluster_pods(job, spec, **kw):
+    names = builders.expected_pod_names(job, spec)
+    return tuple(pod(n, role="head" if n.endswith("head") else "worker", **kw) for n in names)
+
+
+def observe(job, spec, status=None, pods=(), ray=None, now=NOW, **kw):
+    return Observed(
+        job=job,
+        generation=2,
+        status=TrainingJobStatus.model_validate(status or {}),
+        now=now,
+        spec=spec,
+        expected_pods=builders.expected_pod_names(job, spec) if spec else (),
+        pods=tuple(pods),
+        ray=ray,
+        **kw,
+    )
+
+
+def cond(status, type_):
+    return next((c for c in status.conditions if c.type == type_), None)
+
+
+def actions_of(plan, kind):
+    return [a for a in plan.actions if isinstance(a, kind)]
+
+
+def running(job, attempts=1, failed=None, **extra):
+    return {
+        "phase": "Running",
+        "attempts": attempts,
+        "failedAttempts": failed,
+        "submissionId": job.submission_id(attempts),
+        "startTime": EARLIER,
+        **extra,
+    }
+
+
+# ---------------------------------------------------------------- provisioning
+
+
+def test_a_new_job_creates_its_cluster_and_is_pending(job, make_spec):
+    spec = make_spec(training__workers=2)
+    plan = decide(observe(job, spec))
+    assert plan.actions == [EnsureCluster(builders.expected_pod_names(job, spec), setup=True)]
+    st = plan.status
+    assert (st.phase, st.reason) == ("Pending", "Scheduling")
+    assert st.startTime == timestamp(NOW) and st.observedGeneration == 2
+    assert st.rayClusterName == "iris-3f2a9"
+    assert st.dashboardURL == "http://iris-3f2a9-head.team-a.svc:8265"
+    ready = cond(st, "ClusterReady")
+    assert (ready.status, ready.reason, ready.observedGeneration) == ("False", "Scheduling", 2)
+    assert [e.reason for e in plan.events] == ["Scheduling"]
+
+
+def test_scheduled_but_not_ready_is_provisioning(job, make_spec):
+    spec = make_spec()
+    pods = cluster_pods(job, spec, ready=False, phase="Pending")
+    plan = decide(observe(job, spec, {"phase": "Pending", "startTime": EARLIER}, pods))
+    assert (plan.status.phase, plan.status.reason) == ("Provisioning", "Provisioning")
+    assert plan.actions == []
+
+
+def test_only_missing_pods_are_created(job, make_spec):
+    spec = make_spec(training__workers=2)
+    pods = cluster_pods(job, spec)[:2]
+    plan = decide(observe(job, spec, {"phase": "Provisioning"}, pods))
+    assert plan.actions == [EnsureCluster((job.worker_pod(1),), setup=False)]
+
+
+def test_a_terminating_pod_is_not_recreated_until_gone(job, make_spec):
+    spec = make_spec()
+    pods = (pod(job.head_pod, role="head"), pod(job.worker_pod(0), terminating=True))
+    plan = decide(observe(job, spec, {"phase": "Provisioning"}, pods))
+    assert actions_of(plan, EnsureCluster) == []
+
+
+@pytest.mark.parametrize(
+    ("reason", "message"),
+    [
+        ("Unschedulable", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
+        ("ImagePullBackOff", "Back-off pulling image"),
+        ("CrashLoopBackOff", "back-off 40s restarting failed container"),
+    ],
+)
+def test_blocking_problems_surface_then_fail_at_the_startup_deadline(
+    job, make_spec, reason, message
+):
+    spec = make_spec(runPolicy__startupDeadlineSeconds=60)
+    pods = cluster_pods(job, spec, ready=False, phase="Pending", problem=(reason, message))
+    start = {"phase": "Pending", "startTime": EARLIER}
+    plan = decide(observe(job, spec, start, pods))
+    assert plan.status.phase in ("Pending", "Provisioning")
+    assert plan.status.reason == reason and message in plan.status.message
+    assert cond(plan.status, "ClusterReady").reason == reason
+    assert plan.events[-1].type == "Warning"
+
+    late = NOW + timedelta(seconds=61)
+    plan = decide(observe(job, spec, plan.status.model_dump(), pods, now=late))
+    assert (plan.status.phase, plan.status.reason) == ("Failed", reason)
+    assert "startupDeadlineSeconds (60s)" in plan.status.message and message in plan.status.message
+    assert cond(plan.status, "Failed").status == "True"
+    assert plan.status.completionTime == timestamp(late)
+    assert set(actions_of(plan, DeletePods)[0].names) == {p.name for p in pods}
+    assert plan.events[-1].type == "Warning"
+
+
+def test_startup_deadline_without_a_known_cause(job, make_spec):
+    spec = make_spec(runPolicy__startupDeadlineSeconds=10)
+    pods = cluster_pods(job, spec, ready=False)
+    plan = decide(
+        observe(job, spec, {"phase": "Provisioning"}, pods, now=NOW + timedelta(seconds=60))
+    )
+    assert (plan.status.phase, plan.status.reason) == ("Failed", "StartupDeadlineExceeded")
+
+
+def test_a_deterministic_image_error_fails_at_once(job, make_spec):
+    spec = make_spec()
+    pods = cluster_pods(job, spec, ready=False, problem=("InvalidImageName", "bad ref"))
+    plan = decide(observe(job, spec, {"phase": "Provisioning"}, pods))
+    assert (plan.status.phase, plan.status.reason) == ("Failed", "InvalidImageName")
+
+
+def test_gang_start_submits_only_when_every_pod_is_ready(job, make_spec):
+    spec = make_spec(training__workers=2)
+    pods = list(cluster_pods(job, spec))
+    pods[-1] = replace(pods[-1], ready=False)
+    plan = decide(observe(job, spec, {"phase": "Provisioning"}, pods))
+    assert actions_of(plan, SubmitRayJob) == []
+
+    plan = decide(observe(job, spec, {"phase": "Provisioning"}, cluster_pods(job, spec)))
+    assert actions_of(plan, SubmitRayJob) == [SubmitRayJob(1)]
+    st = plan.status
+    assert (st.phase, st.reason, st.attempts) == ("Running", "RayJobSubmitted", 1)
+    assert st.submissionId == job.submission_id(1)
+    assert st.progress.stage == "data"
+    assert cond(st, "ClusterReady").status == "True" and cond(st, "Running").status == "True"
+
+
+def test_submission_disabled_stops_at_a_ready_cluster(job, make_spec):
+    spec = make_spec()
+    plan = decide(observe(job, spec, {}, cluster_pods(job, spec), submit_enabled=False))
+    assert (plan.status.phase, plan.status.reason) == ("Provisioning", "ClusterReady")
+    assert actions_of(plan, SubmitRayJob) == []
+
+
+def test_failed_submission_keeps_the_attempt_for_the_next_look(job, make_spec):
+    spec = make_spec()
+    obs = observe(job, spec, {"phase": "Provisioning"}, cluster_pods(job, spec))
+    plan = submission_failed(obs, "HTTP 500")
+    assert (plan.status.phase, plan.status.reason) == ("Provisioning", "SubmissionFailed")
+    assert plan.status.attempts is None and plan.status.submissionId is None
+    assert plan.events[-1].type == "Warning"
+
+
+# --------------------------------------------------------------------- running
+
+
+def test_running_follows_ray(job, make_spec):
+    spec = make_spec()
+    obs = observe(job, spec, running(job), cluster_pods(job, spec), RayJobState("RUNNING"))
+    plan = decide(obs)
+    assert plan.status.phase == "Running" and plan.actions == []
+    assert cond(plan.status, "Running").reason == "RayJobRunning"
+
+
+def test_unreachable_ray_changes_nothing(job, make_spec):
+    spec = make_spec()
+    st = running(job)
+    plan = decide(observe(job, spec, st, cluster_pods(job, spec), RayJobState("UNREACHABLE")))
+    assert plan.status.phase == "Running" and plan.actions == [] and plan.events == []
+
+
+def test_success_keeps_final_metrics_and_cleans_up(job, make_spec):
+    spec = make_spec(runPolicy__cleanupPolicy="KeepHead")
+    final = FinalReport({"val_accuracy": 0.97}, "val_accuracy=0.97", {"modelUri": "/o/m.pt"})
+    st = running(job, progress={"stage": "training", "percent": 90}, metrics={"loss": 0.1})
+    obs = observe(job, spec, st, cluster_pods(job, spec), RayJobState("SUCCEEDED", final=final))
+    plan = decide(obs)
+    s = plan.status
+    assert (s.phase, s.reason) == ("Succeeded", "Succeeded")
+    assert s.metrics == {"val_accuracy": 0.97, "loss": 0.1}
+    assert s.keyMetric == "val_accuracy=0.97" and s.artifacts.modelUri == "/o/m.pt"
+    assert s.progress.percent == 100
+    assert actions_of(plan, DeletePods) == [DeletePods((job.worker_pod(0),))]
+    assert actions_of(plan, DeleteService) == []
+    assert cond(s, "Succeeded").status == "True"
+    assert plan.events[-1].type == "Normal"
+
+
+@pytest.mark.parametrize(
+    ("ray_status", "reason"),
+    [("FAILED", "RayJobFailed"), ("STOPPED", "RayJobStopped"), ("NOT_FOUND", "RayJobLost")],
+)
+def test_a_failed_ray_job_is_retried_on_the_same_cluster(job, make_spec, ray_status, reason):
+    spec = make_spec(runPolicy__backoffLimit=2)
+    pods = cluster_pods(job, spec)
+    obs = observe(job, spec, running(job), pods, RayJobState(ray_status, "boom"))
+    plan = decide(obs)
+    assert (plan.status.phase, plan.status.reason) == ("Retrying", reason)
+    assert plan.status.failedAttempts == 1
+    assert actions_of(plan, DeletePods) == [] and actions_of(plan, EnsureCluster) == []
+    # Next look: the cluster is healthy, so attempt 2 goes to the same cluster.
+    plan = decide(observe(job, spec, plan.status.model_dump(), pods))
+    assert actions_of(plan, SubmitRayJob) == [SubmitRayJob(2)]
+    assert (plan.status.phase, plan.status.attempts) == ("Running", 2)
+    assert "resuming from the last checkpoint" in plan.status.message
+
+
+def test_the_backoff_limit_ends_in_failed(job, make_spec):
+    spec = make_spec(runPolicy__backoffLimit=1)
+    st = running(job, attempts=2, failed=1)
+    obs = observe(job, spec, st, cluster_pods(job, spec), RayJobState("FAILED", "oom"))
+    plan = decide(obs)
+    assert (plan.status.phase, plan.status.reason) == ("Failed", "RayJobFailed")
+    assert "backoffLimit 1 reached" in plan.status.message and plan.status.failedAttempts == 2
+    assert actions_of(plan, DeleteService) == [DeleteService()]
+
+
+def test_a_broken_cluster_stops_the_job_and_rebuilds(job, make_spec):
+    spec = make_spec(training__workers=2)
+    pods = list(cluster_pods(job, spec))
+    pods[1] = replace(pods[1], phase="Failed", problem=("Evicted", "node lost"))
+    obs = observe(job, spec, running(job), pods, RayJobState("RUNNING"))
+    plan = decide(obs)
+    assert (plan.status.phase, plan.status.reason) == ("Retrying", "ClusterFailed")
+    assert StopRayJob(job.submission_id(1)) in plan.actions
+    assert DeletePods((job.worker_pod(0),)) in plan.actions
+
+
+def test_active_deadline_stops_ray_and_fails(job, make_spec):
+    spec = make_spec(runPolicy__activeDeadlineSeconds=30)
+    st = running(job, startTime=timestamp(NOW - timedelta(seconds=31)))
+    obs = observe(job, spec, st, cluster_pods(job, spec), RayJobState("RUNNING"))
+    plan = decide(obs)
+    assert (plan.status.phase, plan.status.reason) == ("Failed", "DeadlineExceeded")
+    assert plan.actions[0] == StopRayJob(job.submission_id(1))
+
+
+# ------------------------------------------------------------------- suspend
+
+
+def test_suspend_stops_ray_and_deletes_pods_then_resume_recreates(job, make_spec):
+    spec = make_spec(runPolicy__suspend=True)
+    pods = cluster_pods(job, spec)
+    plan = decide(observe(job, spec, running(job), pods, RayJobState("RUNNING")))
+    assert (plan.status.phase, plan.status.reason) == ("Suspended", "Suspended")
+    assert plan.actions == [
+        StopRayJob(job.submission_id(1)),
+        DeletePods(tuple(p.name for p in pods)),
+    ]
+    assert cond(plan.status, "Suspended").status == "True"
+
+    resumed = make_spec(runPolicy__suspend=False)
+    later = NOW + timedelta(minutes=5)
+    plan = decide(observe(job, resumed, plan.status.model_dump(), (), now=later))
+    assert plan.status.phase == "Pending" and plan.status.startTime == timestamp(later)
+    assert cond(plan.status, "Suspended").status == "False"
+    assert actions_of(plan, EnsureCluster)[0].setup is True
+    assert "Resumed" in [e.reason for e in plan.events]
+
+
+# ------------------------------------------------------------ terminal states
+
+
+def test_validation_failure_creates_nothing(job):
+    obs = observe(
+        job, None, spec_error=SpecError("unknown node pool", field="spec.cluster.nodePool")
+    )
+    plan = decide(obs)
+    assert (plan.status.phase, plan.status.reason) == ("Failed", "ValidationFailed")
+    assert plan.status.message == "spec.cluster.nodePool: unknown node pool"
+    assert plan.actions == []
+    again = decide(replace(obs, status=plan.status))
+    assert again.actions == [] and again.patch(plan.status) == {} and again.events == []
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"ray": RayJobState("RUNNING")},
+        {"spec_suspend": True},
+        {"pods": "ready"},
+    ],
+)
+def test_terminal_phases_are_never_resurrected(job, make_spec, phase, change):
+    spec = make_spec(runPolicy__suspend=change.get("spec_suspend", False),
+                     runPolicy__cleanupPolicy="KeepAll")  # fmt: skip
+    st = {"phase": phase, "reason": "X", "completionTime": EARLIER, "metrics": {"acc": 1.0}}
+    pods = cluster_pods(job, spec) if change.get("pods") else ()
+    plan = decide(observe(job, spec, st, pods, change.get("ray")))
+    assert plan.status.phase == phase
+    assert plan.patch(TrainingJobStatus.model_validate(st)) == {}
+    assert not actions_of(plan, SubmitRayJob) and not actions_of(plan, EnsureCluster)
+
+
+def test_cleanup_finishes_after_an_interruption_and_ttl_deletes(job, make_spec):
+    spec = make_spec(runPolicy__ttlSecondsAfterFinished=60)
+    st = {"phase": "Failed", "completionTime": timestamp(NOW)}
+    plan = decide(observe(job, spec, st, cluster_pods(job, spec)))
+    assert actions_of(plan, DeletePods) and actions_of(plan, DeleteService)
+    assert not actions_of(plan, DeleteJob)
+    plan = decide(observe(job, spec, plan.status.model_dump(), (), now=NOW + timedelta(seconds=60)))
+    assert plan.actions == [DeleteJob()]
+
+
+# -------------------------------------------------------------- change detection
+
+
+def test_status_is_written_only_when_it_changed(job, make_spec):
+    spec = make_spec()
+    pods = cluster_pods(job, spec, ready=False, phase="Pending")
+    first = decide(observe(job, spec, {}, pods))
+    assert first.patch(TrainingJobStatus()) != {}
+    second = decide(
+        observe(job, spec, first.status.model_dump(), pods, now=NOW + timedelta(seconds=1))
+    )
+    assert second.patch(first.status) == {}
+    assert second.events == []
+
+
+def test_condition_transition_time_moves_only_when_its_status_changes(job, make_spec):
+    spec = make_spec()
+    pods = cluster_pods(job, spec, ready=False, phase="Pending")
+    first = decide(observe(job, spec, {}, pods)).status
+    later = NOW + timedelta(seconds=30)
+    problem = cluster_pods(job, spec, ready=False, phase="Pending", problem=("Unschedulable", "x"))
+    second = decide(observe(job, spec, first.model_dump(), problem, now=later)).status
+    assert cond(second, "ClusterReady").reason == "Unschedulable"
+    assert cond(second, "ClusterReady").lastTransitionTime == timestamp(NOW)
+
+
+def test_reporter_fields_are_never_overwritten(job, make_spec):
+    spec = make_spec()
+    st = running(job, progress={"stage": "training", "epoch": 3}, metrics={"loss": 0.2})
+    plan = decide(observe(job, spec, st, cluster_pods(job, spec), RayJobState("RUNNING")))
+    patch = plan.patch(TrainingJobStatus.model_validate(st))
+    assert patch and not patch.keys() & {"progress", "metrics", "dataStats", "artifacts"}
+
+
+# ------------------------------------------------------------------ pod summary
+
+
+def _pod_body(status, deleting=False):
+    meta = {"name": "p", "labels": {"kubetrain.io/role": "head"}, "creationTimestamp": EARLIER}
+    if deleting:
+        meta["deletionTimestamp"] = EARLIER
+    return {"metadata": meta, "spec": {"nodeName": "n1"}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}, None),
+        (
+            {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/3 nodes",
+                    }
+                ],
+            },
+            ("Unschedulable", "0/3 nodes"),
+        ),
+        (
+            {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {
+                        "name": "ray-head",
+                        "state": {
+                            "waiting": {"reason": "ImagePullBackOff", "message": "not found"}
+                        },
+                    }
+                ],
+            },
+            ("ImagePullBackOff", "container ray-head: not found"),
+        ),
+        (
+            {
+                "phase": "Running",
+                "containerStatuses": [
+                    {
+                        "name": "ray-head",
+                        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                    }
+                ],
+            },
+            ("CrashLoopBackOff", "container ray-head: back-off"),
+        ),
+        (
+            {"phase": "Failed", "reason": "Evicted", "message": "low memory"},
+            ("Evicted", "low memory"),
+        ),
+        (
+            {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {"name": "c", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+                ],
+            },
+            ("PodFailed", "container c exited with code 137 (OOMKilled)"),
+        ),
+    ],
+)
+def test_summarize_pod_finds_the_reason(status, expected):
+    state = summarize_pod(_pod_body(status))
+    assert state.problem == expected
+    assert state.role == "head" and state.node == "n1"
+
+
+def test_summarize_pod_sees_ready_and_terminating():
+    ready = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    assert summarize_pod(_pod_body(ready)).ready is True
+    assert summarize_pod(_pod_body(ready, deleting=True)).terminating is True
+
+
+def test_final_report_from_log_lines():
+    logs = "\n".join(
+        [
+            "starting",
+            'KUBETRAIN_EVENT {"metrics": {"loss": 0.5}, "dataStats": {"rowsRead": 150}}',
+            "KUBETRAIN_EVENT not json",
+            '(pid=1) KUBETRAIN_EVENT {"metrics": {"loss": 0.2, "acc": 0.9}, "keyMetric": "acc"}',
+            'KUBETRAIN_EVENT {"event": "checkpoint", "uri": "/o/ckpt/2", "epoch": 2}',
+            'KUBETRAIN_EVENT {"artifacts": {"modelUri": "/o/model.pt"}}',
+        ]
+    )
+    report = parse_final_report(logs)
+    assert report.metrics == {"loss": 0.2, "acc": 0.9}
+    assert report.key_metric == "acc"
+    assert report.artifacts == {
+        "modelUri": "/o/model.pt",
+        "latestCheckpoint": "/o/ckpt/2",
+        "checkpointEpoch": 2,
+    }
+    assert report.data_stats == {"rowsRead": 150}
+    assert parse_final_report("nothing here") is None
+
+
+# ------------------------------------------------------------- skipping looks
+
+
+def test_next_deadline_is_the_startup_deadline_while_provisioning(job, make_spec):
+    spec = make_spec(runPolicy__startupDeadlineSeconds=60, runPolicy__activeDeadlineSeconds=600)
+    pods = cluster_pods(job, spec, ready=False)
+    obs = observe(job, spec, {"phase": "Provisioning", "startTime": EARLIER}, pods)
+    assert next_deadline(obs) == NOW - timedelta(seconds=5) + timedelta(seconds=60)
+
+
+@pytest.mark.parametrize(
+    ("status", "ttl", "expected"),
+    [
+        ({"phase": "Failed", "completionTime": EARLIER}, 30, NOW + timedelta(seconds=25)),
+        ({"phase": "Succeeded", "completionTime": EARLIER}, None, None),
+        ({"phase": "Suspended", "startTime": EARLIER}, 30, None),
+        ({}, None, NOW),
+    ],
+)
+def test_next_deadline_of_other_phases(job, make_spec, status, ttl, expected):
+    spec = make_spec(runPolicy__ttlSecondsAfterFinished=ttl)
+    assert next_deadline(observe(job, spec, status)) == expected
+
+
+def test_pods_created_but_not_yet_seen_are_not_created_again(job, make_spec, make_config):
+    from kubetrain_operator.reconcile import Context, _with_expected_pods
+
+    ctx = Context(make_config())
+    ctx.expectations[job.uid] = {job.head_pod: 1e18, job.worker_pod(0): 1e18}
+    seen = _with_expected_pods(ctx, job.uid, (pod(job.head_pod, role="head"),))
+    assert [(p.name, p.phase) for p in seen] == [
+        (job.head_pod, "Running"),
+        (job.worker_pod(0), "Pending"),
+    ]
+    plan = decide(observe(job, make_spec(), {"phase": "Provisioning"}, seen))
+    assert actions_of(plan, EnsureCluster) == []
+    assert ctx.expectations[job.uid] == {job.worker_pod(0): 1e18}, "seen pods are forgotten"

@@ -1,0 +1,135 @@
+"""Pure planning: quantities, worker sizing, fingerprints, resume and stopping rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubetrain.api.v1alpha1 import TrainingJobSpec, TrainingSpec
+from kubetrain.errors import SpecError
+from kubetrain_runtime.plan import (
+    Available,
+    TrainPlan,
+    check_early_stopping,
+    decide_resume,
+    fingerprint,
+    parse_quantity,
+    size_workers,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("500m", 0.5),
+        ("1", 1.0),
+        (2, 2.0),
+        ("1.5", 1.5),
+        ("2Gi", 2 * 2**30),
+        ("512Mi", 512 * 2**20),
+        ("1G", 1e9),
+        ("1e3", 1000.0),
+    ],
+)
+def test_parse_quantity(text, value):
+    assert parse_quantity(text) == pytest.approx(value)
+
+
+def training(**overrides):
+    return TrainingSpec.model_validate(overrides)
+
+
+def test_two_workers_share_two_cores_with_room_for_the_driver():
+    sizing = size_workers(
+        training(workers=2), Available(cpus=2, memory=16 * 2**30), workers=None, local=True
+    )
+    assert (sizing.workers, sizing.cpu, sizing.threads) == (2, 0.9, 1)
+    assert any("0.9 CPU instead of 1" in note for note in sizing.notes)
+    assert sizing.resources_per_worker() == {"CPU": 0.9, "memory": 2 * 2**30}
+
+
+def test_local_clamps_are_explained():
+    spec = training(workers=4, resourcesPerWorker={"cpu": "2", "gpu": 1, "memory": "64Gi"})
+    sizing = size_workers(spec, Available(cpus=2, memory=8 * 2**30), workers=None, local=True)
+    assert sizing.workers == 2
+    assert sizing.gpu == 0 and not sizing.use_gpu
+    assert sizing.memory is None
+    text = " ".join(sizing.notes)
+    assert "4 workers asked" in text and "no GPU here" in text and "not reserving memory" in text
+
+
+def test_cli_override_of_workers_wins():
+    assert size_workers(training(workers=2), Available(cpus=2), workers=1, local=True).workers == 1
+
+
+def test_a_cluster_takes_the_spec_as_written():
+    spec = training(workers=3, resourcesPerWorker={"cpu": "2", "gpu": 1, "memory": "8Gi"})
+    sizing = size_workers(spec, Available(cpus=1), workers=None, local=False)
+    assert (sizing.workers, sizing.cpu, sizing.gpu, sizing.threads, sizing.notes) == (
+        3,
+        2.0,
+        1.0,
+        2,
+        (),
+    )
+    assert sizing.use_gpu
+
+
+SPEC = {
+    "data": {"source": {"builtin": {"name": "digits"}}, "label": "target"},
+    "model": {"type": "mlp"},
+    "training": {"epochs": 3},
+}
+
+
+def test_fingerprint_ignores_epochs_and_workers_but_not_the_model():
+    base = TrainingJobSpec.model_validate(SPEC)
+    longer = TrainingJobSpec.model_validate({**SPEC, "training": {"epochs": 30, "workers": 4}})
+    other = TrainingJobSpec.model_validate(
+        {**SPEC, "model": {"type": "mlp", "mlp": {"hiddenUnits": [8]}}}
+    )
+    assert fingerprint(base) == fingerprint(longer) != fingerprint(other)
+
+
+def plan(epochs=5, fp="abc"):
+    return TrainPlan(
+        name="j",
+        model_type="mlp",
+        task="classification",
+        section={},
+        input_shape=[4],
+        num_features=4,
+        num_outputs=3,
+        epochs=epochs,
+        batch_size=8,
+        optimizer={},
+        seed=0,
+        fingerprint=fp,
+    )
+
+
+@pytest.mark.parametrize(
+    ("saved", "resume", "epoch", "message"),
+    [
+        (None, False, 0, ""),
+        ({"epoch": 2, "fingerprint": "abc"}, True, 2, "resuming after epoch 2"),
+        ({"epoch": 2, "fingerprint": "other"}, False, 0, "spec changed"),
+        ({"epoch": 5, "fingerprint": "abc"}, False, 0, "finished all 5 epochs"),
+        ({"epoch": 3, "fingerprint": "abc", "stopped_early": True}, False, 0, "stopped early"),
+    ],
+)
+def test_resume_is_deliberate(saved, resume, epoch, message):
+    decision = decide_resume(saved, plan())
+    assert (decision.resume, decision.epoch) == (resume, epoch)
+    assert message in decision.message
+
+
+def test_early_stopping_metric_must_be_reported():
+    check_early_stopping(
+        training(earlyStopping={"metric": "val_accuracy", "mode": "max"}), "classification"
+    )
+    with pytest.raises(SpecError) as err:
+        check_early_stopping(training(earlyStopping={"metric": "val_acc"}), "classification")
+    assert err.value.field == "spec.training.earlyStopping.metric"
+    assert "val_accuracy" in str(err.value)
