@@ -60,6 +60,18 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
+def _operator(forwarded: list[str]) -> int:
+    """Hand every argument to the operator's own parser (argparse cannot forward options)."""
+    try:
+        from kubetrain_operator.__main__ import main as operator_main
+    except ImportError as exc:
+        raise UserError(
+            f"the operator is not installed ({exc.name} missing); "
+            "install it with: pip install 'kubetrain[operator]'"
+        ) from None
+    return operator_main(forwarded)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubetrain",
@@ -82,12 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, help="training workers (overrides the spec)")
     run.add_argument("--output", help="output directory (overrides the spec)")
     run.set_defaults(handler=_run)
+
+    # Listed for --help only: main() forwards `operator ...` before argparse sees it.
+    sub.add_parser("operator", help="run the operator (`kubetrain operator --help`)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["operator"]:
+            return _operator(argv[1:])
+        args = build_parser().parse_args(argv)
         return int(args.handler(args))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

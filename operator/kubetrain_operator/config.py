@@ -86,7 +86,11 @@ class OperatorConfig(_Model):
     )
     ray: RayAccess = Field(default_factory=RayAccess)
     followIntervalSeconds: float = Field(
-        5.0, gt=0, le=300, description="How often each job's actual state is re-read."
+        5.0,
+        gt=0,
+        le=300,
+        description="Each job is looked at again at least this often (Ray's state, deadlines); "
+        "changes of the job or its pods are noticed within half a second regardless.",
     )
     specMountPath: str = "/etc/kubetrain"
     runtimeReporter: str = Field(

@@ -1,12 +1,13 @@
 """kopf handler registration, and nothing else: each handler is one line that delegates.
 
-A registry is built per config (the follow interval is a decorator argument), so tests and
-the benchmark can run operators with different configs in one process.
+A registry is built per config, so tests and the benchmark can run operators with
+different configs in one process.
 
 - ``job_pods`` indexes every kubetrain pod by its job's uid, from one watch stream: a
   reconciliation reads pods from memory, not from the API.
-- ``follow`` is a timer per TrainingJob: it re-reads the actual state on a schedule and
-  converges (no chain of field-change handlers, so a missed event loses nothing).
+- ``follow`` is a daemon per TrainingJob: it re-reads the actual state whenever the job or
+  its pods change, and on a schedule, and converges (no chain of field-change handlers, so
+  a missed event loses nothing).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from .naming import LABEL_MANAGED_BY, MANAGED_BY
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     managed = {LABEL_MANAGED_BY: MANAGED_BY}
-    interval = config.followIntervalSeconds
 
     @kopf.on.startup(id="startup", registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
@@ -43,10 +43,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     async def job_pods(body: kopf.Body, **_: Any) -> Any:
         return reconcile.index_pod(dict(body))
 
-    @kopf.timer(GROUP, VERSION, PLURAL, id="follow", interval=interval, registry=registry)
+    @kopf.daemon(GROUP, VERSION, PLURAL, id="follow", cancellation_timeout=10, registry=registry)
     async def follow(
-        body: kopf.Body, patch: kopf.Patch, memo: Any, job_pods: kopf.Index, logger: Any, **_: Any
+        body: kopf.Body, memo: Any, job_pods: kopf.Index, logger: Any, stopped: Any, **_: Any
     ) -> None:
-        await lifecycle.follow(body, patch, memo, job_pods, logger)
+        await lifecycle.follow(body, memo, job_pods, logger, stopped)
 
     return registry

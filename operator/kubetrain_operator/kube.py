@@ -171,16 +171,18 @@ class KubeApi:
         metrics.API_ERRORS.labels(method="DELETE", code=str(status)).inc()
         raise ApiError(status, "DELETE", path, body)
 
-    async def patch_job_status(self, namespace: str, name: str, patch: dict[str, Any]) -> bool:
-        """Merge-patch the status subresource; False when the job is gone."""
+    async def patch_job_status(
+        self, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; the patched job, or None when it is gone."""
         path = f"{job_path(namespace, name)}/status"
         status, body = await self.request(
             "PATCH", path, body={"status": patch}, content_type="application/merge-patch+json"
         )
         if status == 200:
-            return True
+            return body if isinstance(body, dict) else {}
         if status == 404:
-            return False
+            return None
         metrics.API_ERRORS.labels(method="PATCH", code=str(status)).inc()
         raise ApiError(status, "PATCH", path, body)
 

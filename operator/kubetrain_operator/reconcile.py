@@ -103,7 +103,7 @@ def index_pod(body: dict[str, Any]) -> dict[str, PodState] | None:
 # --------------------------------------------------------------- reconcile
 
 
-EXPECTATION_TIMEOUT = 120.0
+EXPECTATION_TIMEOUT = 300.0  # as Kubernetes' own controllers
 _BOUND = 100_000
 
 
@@ -261,11 +261,15 @@ async def _execute(
                 for wave in children.setup_waves:
                     await asyncio.gather(*(kube.create(obj) for obj in wave))
             wanted = set(action.pods)
+            waiting = _bounded(ctx.expectations).setdefault(job.uid, {})
+
+            async def create_pod(pod: dict[str, Any], waiting: dict[str, float] = waiting) -> None:
+                await kube.create(pod)
+                waiting[pod["metadata"]["name"]] = time.monotonic()
+
             await asyncio.gather(
-                *(kube.create(p) for p in children.pods if p["metadata"]["name"] in wanted)
+                *(create_pod(p) for p in children.pods if p["metadata"]["name"] in wanted)
             )
-            clock = time.monotonic()
-            _bounded(ctx.expectations).setdefault(job.uid, {}).update(dict.fromkeys(wanted, clock))
         elif isinstance(action, DeletePods):
             for name in action.names:
                 ctx.expectations.get(job.uid, {}).pop(name, None)

@@ -433,8 +433,11 @@ def _follow(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHea
         detail = health.problem[1] if health.problem else f"pods gone: {lost}"
         w.condition("ClusterReady", False, "ClusterFailed", detail)
         return _attempt_failed(obs, w, spec, "ClusterFailed", detail, stop=True)
-    if ray is None or ray.status == "UNREACHABLE":
-        return w.plan()  # transient: keep the last known state, look again next time
+    if ray is None:
+        return w.plan()
+    if ray.status == "UNREACHABLE":  # keep the phase, say why nothing moves; look again later
+        w.condition("Running", True, "RayUnreachable", ray.message)
+        return w.plan()
     if ray.status in ("PENDING", "RUNNING"):
         w.condition("Running", True, "RayJobRunning", f"Ray job {st.submissionId} is running")
         return w.plan()
@@ -629,12 +632,14 @@ def parse_final_report(logs: str) -> FinalReport | None:
 
 def submission_failed(obs: Observed, error: str) -> Plan:
     """The plan when Ray refused or could not take the submission: everything ``decide``
-    would do except the move to Running; the next look submits the same attempt again."""
+    would do except the move to Running; the next look submits the same attempt again.
+    The Warning event is posted once, not on every failed retry."""
     plan = decide(replace(obs, submit_enabled=False))
-    w = _Writer(replace(obs, status=plan.status))
-    w.events = [e for e in plan.events if e.reason != "ClusterReady"]
-    w.actions = plan.actions
-    message = f"submitting the Ray job failed: {error}"
+    events = [e for e in plan.events if e.reason != "ClusterReady"]
     phase = "Retrying" if obs.status.phase == "Retrying" else "Provisioning"
-    w.phase(phase, "SubmissionFailed", message, warning=True)
-    return w.plan()
+    message = f"submitting the Ray job failed: {error}"
+    if (obs.status.phase, obs.status.reason) != (phase, "SubmissionFailed"):
+        events.append(Event("Warning", "SubmissionFailed", message))
+    st = plan.status
+    st.phase, st.reason, st.message = phase, "SubmissionFailed", message  # type: ignore[assignment]
+    return Plan(st, plan.actions, events)

@@ -42,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         from kubetrain.api.manifests import load_training_job
-        from kubetrain_runtime.job import RunOptions, run_job
+        from kubetrain.api.v1alpha1 import Artifacts
+        from kubetrain_runtime.job import RunOptions, preflight, run_job
         from kubetrain_runtime.local import process_started
         from kubetrain_runtime.ray_env import ray_session
         from kubetrain_runtime.reporting import create_reporter
@@ -50,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         job = load_training_job(Path(args.spec))
         reporter = create_reporter(args.reporter, job)
+        try:
+            preflight(job, Path.cwd())
+        except UserError as exc:  # the operator learns why from the event, too
+            reporter.finished(False, {}, Artifacts(), str(exc))
+            raise
         uri = normalize_uri(output_uri(job.metadata.name, job.spec.output.uri, args.output))
         with ray_session(local=args.local) as session:
             options = RunOptions(uri, Path.cwd(), None, local=args.local, started=process_started())

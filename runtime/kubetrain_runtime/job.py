@@ -107,6 +107,17 @@ def _headline(plan: TrainPlan, history: list[dict[str, float]], stopped_early: b
     return f"{done}, {key}={last[key]:.4g}" if key in last else done
 
 
+def preflight(job: TrainingJob, manifest_dir: Path) -> None:
+    """Checks that need no Ray: run before starting it, mistakes fail in a second."""
+    spec = job.spec
+    check_early_stopping(spec.training, spec.model.task or "classification")
+    load_train_function(spec.training.trainFunction)
+    if spec.data.source.uri is not None:
+        from kubetrain_runtime.data.read import check_uri
+
+        check_uri(spec.data.source.uri, manifest_dir)
+
+
 def run_job(
     job: TrainingJob, reporter: Reporter, options: RunOptions, session: RaySession
 ) -> RunSummary:

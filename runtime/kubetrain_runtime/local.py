@@ -3,22 +3,28 @@ terminal display, a summary, and the outputs under ``runs/<name>/`` by default."
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 
 from kubetrain.api.v1alpha1 import TrainingJob
-from kubetrain_runtime.job import RunOptions, run_job
+from kubetrain_runtime.job import RunOptions, preflight, run_job
 from kubetrain_runtime.reporting import create_reporter
 from kubetrain_runtime.storage import normalize_uri
 
 
 def process_started() -> float:
-    """When this process started (Unix time): ``kubetrain run`` was typed then."""
+    """When this process started (Unix time): ``kubetrain run`` was typed then. Linux keeps
+    it in /proc, in clock ticks since boot; elsewhere, now is the best guess."""
     try:
-        import psutil
-
-        return float(psutil.Process().create_time())
-    except Exception:
+        with open("/proc/self/stat") as handle:
+            after_name = handle.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+        age = uptime - int(after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+        return time.time() - age
+    except (OSError, ValueError, IndexError):
         return time.time()
 
 
@@ -30,9 +36,11 @@ def default_output(job: TrainingJob, output: str | None) -> str:
 def run_local(
     job: TrainingJob, *, workers: int | None, output: str | None, manifest_dir: Path
 ) -> int:
-    """Run a TrainingJob here; 0 when it succeeded, 1 when training failed. Mistakes in the
-    job or its data raise ``kubetrain.errors.UserError`` (the CLI prints one line)."""
+    """Run a TrainingJob here; 0 when it succeeded, 1 when training failed (with one line
+    on stderr). Mistakes in the job or its data raise ``kubetrain.errors.UserError``,
+    which the CLI prints as one line."""
     started = process_started()
+    preflight(job, manifest_dir)
     reporter = create_reporter("rich", job)
     reporter.stage("data", "starting Ray")
     from kubetrain_runtime.ray_env import ray_session
@@ -42,4 +50,7 @@ def run_local(
             default_output(job, output), manifest_dir, workers, local=True, started=started
         )
         summary = run_job(job, reporter, options, session)
-    return 0 if summary.succeeded else 1
+    if not summary.succeeded:
+        print(f"error: {summary.message}", file=sys.stderr)
+        return 1
+    return 0

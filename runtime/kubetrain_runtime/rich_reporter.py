@@ -9,8 +9,9 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from kubetrain.api.v1alpha1 import Artifacts, DataStats, TrainingJob
 from kubetrain.api.v1alpha1 import Progress as ProgressModel
@@ -50,7 +51,7 @@ def _number(value: float) -> str:
 
 class RichReporter(Reporter):
     def __init__(self, job: TrainingJob | None = None, console: Console | None = None) -> None:
-        self.console = console or Console()
+        self.console = console or Console(emoji=False, highlight=False)
         self.live = self.console.is_terminal
         task = job.spec.model.task if job else None
         self.epochs = job.spec.training.epochs if job else None
@@ -58,10 +59,12 @@ class RichReporter(Reporter):
         self.name = job.metadata.name if job else "job"
         self.progress = Progress(
             SpinnerColumn(finished_text="[green]✓"),
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=24),
-            TextColumn("{task.fields[count]}"),
-            TextColumn("{task.fields[info]}"),
+            TextColumn("{task.description}", table_column=Column(min_width=15, no_wrap=True)),
+            BarColumn(bar_width=20, table_column=Column(min_width=20)),
+            TextColumn("{task.fields[count]}", table_column=Column(min_width=5, no_wrap=True)),
+            TextColumn(
+                "{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis")
+            ),
             console=self.console,
             transient=False,
             disable=not self.live,
@@ -96,9 +99,9 @@ class RichReporter(Reporter):
             self.started = True
             self.progress.start()
         if name == self.stage_name and self.task is not None:  # same stage, new detail
-            self.progress.update(self.task, info=f"[dim]{detail}")
+            self.progress.update(self.task, info=f"[dim]{escape(detail)}")
             if not self.live:
-                self.console.print(f"  {detail}")
+                self.console.print(f"  {escape(detail)}")
             return
         self._finish_stage()
         self.stage_name, self.stage_started = name, time.monotonic()
@@ -106,16 +109,18 @@ class RichReporter(Reporter):
         description = _STAGE_TEXT[name]
         count = f"0/{total}" if total else ""
         self.task = self.progress.add_task(
-            description, total=total, info=f"[dim]{detail}", count=count
+            description, total=total, info=f"[dim]{escape(detail)}", count=count
         )
         if not self.live:
-            self.console.print(f"{description}{': ' + detail if detail else ''}")
+            self.console.print(f"{description}{': ' + escape(detail) if detail else ''}")
 
     def note(self, message: str) -> None:
-        self.console.print(f"[yellow]note:[/] {message}")
+        self.console.print(f"[yellow]note:[/] {escape(message)}")
 
     def data_ready(self, stats: DataStats, report: dict[str, Any]) -> None:
-        drops = ", ".join(f"{d.rule} −{d.dropped}" for d in stats.droppedByRule if d.dropped)
+        drops = ", ".join(
+            f"{escape(d.rule)} −{d.dropped}" for d in stats.droppedByRule if d.dropped
+        )
         line = (
             f"{stats.rowsRead} rows → {stats.rowsAfterCleaning} after cleaning → "
             f"{stats.trainRows} train / {stats.validationRows} validation"
@@ -151,9 +156,8 @@ class RichReporter(Reporter):
         if self.started:
             self.progress.stop()
         if not succeeded:
-            self.console.print(f"[bold red]✗ {self.name} failed:[/] {message}")
-            return
-        self.console.print(f"[bold green]✓ {self.name}[/]: {message}")
+            return  # the failed stage is marked; the caller prints the one error line
+        self.console.print(f"[bold green]✓ {escape(self.name)}[/]: {escape(message)}")
         table = Table(show_header=False)
         table.add_column("metric", style="bold")
         table.add_column("value", justify="right")
@@ -173,5 +177,5 @@ class RichReporter(Reporter):
         ]
         for what, where in rows:
             if where:
-                outputs.add_row(what, where)
+                outputs.add_row(what, escape(where))
         self.console.print(outputs)

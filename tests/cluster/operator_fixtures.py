@@ -38,7 +38,7 @@ def operator_config(**updates: Any) -> OperatorConfig:
             "h100": {"nodeSelector": {"kubetrain.io/pool": "h100"}, **gpu_pool},
         },
         "ray": {"submit": False},
-        "followIntervalSeconds": 0.5,
+        "followIntervalSeconds": 2,
         "metricsPort": 0,
         **updates,
     }

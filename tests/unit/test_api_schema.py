@@ -114,8 +114,8 @@ def test_crd_schema_is_structural():
     root = _root_schema()
     nodes = [pair for top in ("spec", "status") for pair in _walk(root["properties"][top], top)]
     for path, node in nodes:
-        assert (
-            ("$ref" not in node and "anyOf" not in node) or node.get("x-kubernetes-int-or-string")
+        assert ("$ref" not in node and "anyOf" not in node) or node.get(
+            "x-kubernetes-int-or-string"
         ), path
         assert node.get("type") != "null", path
         if node.get("type") == "string" and "enum" not in node:

@@ -74,3 +74,8 @@ def test_console_script_version_and_usage_errors():
     usage = subprocess.run([*exe, "frobnicate"], capture_output=True, text=True, check=False)
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
     assert "invalid choice" in usage.stderr
+
+
+def test_operator_subcommand_forwards_its_options(capsys):
+    assert main(["operator", "--config", "/no/such/operator.yaml"]) == 2
+    assert "operator config file not found" in capsys.readouterr().err

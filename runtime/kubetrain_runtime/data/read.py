@@ -92,10 +92,17 @@ def _expand_numpy(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {f"x_{i}": data[:, i] for i in range(data.shape[1])}
 
 
-def read_uri(uri: UriSource, manifest_dir: Path) -> Source:
+def check_uri(uri: UriSource, manifest_dir: Path) -> tuple[Any, str, str]:
+    """The source's filesystem, path and user-facing location; a DataError naming the
+    location when it does not exist."""
     location = resolve_path(uri.path, manifest_dir)
     fs, path = _open_fs(location)
     _check_exists(fs, path, location)
+    return fs, path, location
+
+
+def read_uri(uri: UriSource, manifest_dir: Path) -> Source:
+    fs, path, location = check_uri(uri, manifest_dir)
     local = isinstance(fs, LocalFileSystem)
     filesystem = None
     if not local:

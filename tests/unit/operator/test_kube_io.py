@@ -81,7 +81,7 @@ def test_delete_treats_not_found_as_done(status, deleted):
 
 def test_status_patch_targets_the_subresource():
     result, seen, _ = serve([(200, {})], lambda api: api.patch_job_status("ns", "j", {"a": 1}))
-    assert result is True
+    assert result == {"message": "HTTP 200"}
     assert seen == [
         ("PATCH", "/apis/kubetrain.io/v1alpha1/namespaces/ns/trainingjobs/j/status",
          {"status": {"a": 1}}),
@@ -96,3 +96,39 @@ def test_jobs_by_phase_gauge():
     observe_phase("uid-a", None)
     observe_phase("uid-b", None)
     assert JOBS.labels(phase="Running")._value.get() == 0
+
+
+@pytest.mark.parametrize(
+    ("live", "written", "caught_up"),
+    [("12", "12", True), ("13", "12", True), ("11", "12", False), (None, "12", False),
+     ("abc", "abd", False), ("abd", "abd", True)],
+)  # fmt: skip
+def test_a_daemon_waits_for_its_own_status_write(live, written, caught_up):
+    from kubetrain_operator.lifecycle import _caught_up
+
+    assert _caught_up(live, written) is caught_up
+
+
+@pytest.mark.parametrize(
+    ("mode", "in_cluster", "base"),
+    [
+        ("auto", False, "https://api:6443/api/v1/namespaces/ns/services/j-abcde-head:8265/proxy"),
+        ("proxy", True, "https://api:6443/api/v1/namespaces/ns/services/j-abcde-head:8265/proxy"),
+        ("auto", True, "http://j-abcde-head.ns.svc:8265"),
+        ("service", False, "http://j-abcde-head.ns.svc:8265"),
+    ],
+)
+def test_ray_is_reached_through_the_service_or_the_api_servers_proxy(mode, in_cluster, base):
+    from kubetrain_operator.config import OperatorConfig
+    from kubetrain_operator.naming import JobRef
+    from kubetrain_operator.reconcile import Context
+
+    async def scenario() -> str:
+        async with aiohttp.ClientSession() as session:
+            config = OperatorConfig.model_validate({"ray": {"mode": mode}})
+            ctx = Context(config, kube=KubeApi("https://api:6443", session), in_cluster=in_cluster)
+            client = ctx.ray_client(JobRef("j", "ns", "abcde-1"))
+            await ctx.close()
+            return client.base
+
+    assert asyncio.run(scenario()) == base

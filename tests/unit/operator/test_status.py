@@ -192,7 +192,9 @@ def test_failed_submission_keeps_the_attempt_for_the_next_look(job, make_spec):
     plan = submission_failed(obs, "HTTP 500")
     assert (plan.status.phase, plan.status.reason) == ("Provisioning", "SubmissionFailed")
     assert plan.status.attempts is None and plan.status.submissionId is None
-    assert plan.events[-1].type == "Warning"
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "SubmissionFailed")]
+    again = submission_failed(replace(obs, status=plan.status), "HTTP 500")
+    assert again.events == [] and again.patch(plan.status) == {}
 
 
 # --------------------------------------------------------------------- running
@@ -206,11 +208,14 @@ def test_running_follows_ray(job, make_spec):
     assert cond(plan.status, "Running").reason == "RayJobRunning"
 
 
-def test_unreachable_ray_changes_nothing(job, make_spec):
+def test_unreachable_ray_keeps_the_phase_and_says_why(job, make_spec):
     spec = make_spec()
     st = running(job)
-    plan = decide(observe(job, spec, st, cluster_pods(job, spec), RayJobState("UNREACHABLE")))
+    ray = RayJobState("UNREACHABLE", "get: cannot reach the dashboard")
+    plan = decide(observe(job, spec, st, cluster_pods(job, spec), ray))
     assert plan.status.phase == "Running" and plan.actions == [] and plan.events == []
+    condition = cond(plan.status, "Running")
+    assert (condition.reason, condition.message) == ("RayUnreachable", ray.message)
 
 
 def test_success_keeps_final_metrics_and_cleans_up(job, make_spec):
