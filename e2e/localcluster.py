@@ -1037,6 +1037,7 @@ class LocalCluster:
         if not self.crds.exists():
             raise ClusterError(f"CRD path {self.crds} does not exist")
         base = [str(bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}"]
+        deadline = time.monotonic() + timeout
         for args in (
             ["apply", "--server-side", "--force-conflicts", "-f", str(self.crds)],
             [
@@ -1047,9 +1048,16 @@ class LocalCluster:
                 str(self.crds),
             ],
         ):
-            proc = subprocess.run(
-                base + args, capture_output=True, text=True, check=False, timeout=timeout + 10
-            )
+            while True:
+                proc = subprocess.run(
+                    base + args, capture_output=True, text=True, check=False, timeout=timeout + 10
+                )
+                # A CRD created a moment ago may have no status.conditions yet, and
+                # `kubectl wait` then fails at once with an "accessor error": ask again.
+                transient = "accessor error" in proc.stderr
+                if proc.returncode == 0 or not transient or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
             if proc.returncode != 0:
                 raise ClusterError(
                     f"installing the CRDs from {self.crds} failed (kubectl {args[0]}):\n"
