@@ -180,3 +180,38 @@ def test_a_cnn_on_13_wine_features_is_a_spec_error(ray_local, example, examples_
         prepare(job.spec, examples_dir)
     assert err.value.field == "spec.model.cnn.imageShape"
     assert "13 features are not a square image" in str(err.value)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "npz", "npy"])
+def test_every_file_format_reads_the_same_digits(ray_local, example, examples_dir, tmp_path, fmt):
+    from kubetrain_runtime.data.sources import builtin_frame
+
+    df = builtin_frame("digits").df
+    label, path, form = "target", tmp_path / f"digits.{fmt}", fmt
+    if fmt == "parquet":
+        df.to_parquet(path)
+    elif fmt == "jsonl":
+        df.to_json(path, orient="records", lines=True)
+    elif fmt == "npz":
+        np.savez(
+            path,
+            x=df.drop(columns=["target"]).to_numpy().reshape(-1, 8, 8),
+            y=df["target"].to_numpy(),
+        )
+        label, form = "y", "numpy"
+    else:  # one 2-D array: the label is its last column
+        np.save(path, df.to_numpy(dtype=np.float32))
+        label, form = "x_64", "numpy"
+    job = example(
+        "digits-cnn",
+        data={
+            "source": {"builtin": None, "uri": {"path": str(path), "format": form}},
+            "label": label,
+            "preprocessing": {"scale": []},
+        },
+        model={"type": "mlp", "task": "classification", "cnn": None},
+    )
+    prepared = prepare(job.spec, examples_dir)
+    assert prepared.stats.rowsRead == 1797
+    assert prepared.num_features == 64
+    assert len(prepared.class_names) == 10
