@@ -37,10 +37,16 @@ RAY = Path(sys.executable).with_name("ray")
 JOB = JobRef("iris", "default", "0b7d2c94-5a6e-4c59-9d4e-6f0d3a1b2c3d")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(taken: set[int] | None = None, avoid: range = range(0)) -> int:
+    """A port free now, not in ``taken`` (updated) and outside ``avoid`` (the worker range)."""
+    taken = set() if taken is None else taken
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in taken and port not in avoid:
+            taken.add(port)
+            return port
 
 
 @pytest.fixture(scope="module")
@@ -53,18 +59,22 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     except ImportError:
         pytest.skip("Ray's dashboard needs ray[default]: the job API is served by it")
     temp = tmp_path_factory.mktemp("ray")
-    dash = free_port()
-    ports = {
-        "--port": free_port(),
-        "--dashboard-port": dash,
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-        "--metrics-export-port": free_port(),
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-    }
+    # Workers get a range of their own; every named port is picked outside it, or a worker
+    # can take the port that a Ray component is about to bind.
     base = free_port()
+    workers = range(base, base + 201)
+    taken: set[int] = set()
+    dash = free_port(taken, workers)
+    ports = {
+        "--port": free_port(taken, workers),
+        "--dashboard-port": dash,
+        "--dashboard-agent-listen-port": free_port(taken, workers),
+        "--dashboard-agent-grpc-port": free_port(taken, workers),
+        "--runtime-env-agent-port": free_port(taken, workers),
+        "--metrics-export-port": free_port(taken, workers),
+        "--node-manager-port": free_port(taken, workers),
+        "--object-manager-port": free_port(taken, workers),
+    }
     cmd = [
         str(RAY), "start", "--head", "--block", "--disable-usage-stats", "--num-cpus=1",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1",
