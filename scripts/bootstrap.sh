@@ -14,7 +14,8 @@ export UV_CACHE_DIR=$cache/uv-cache
 [ -x "$venv/bin/python" ] || "$uv" venv -q --python python3 "$venv"
 extras=${KUBETRAIN_EXTRAS:-all}
 stamp=$venv/.kubetrain-stamp
-want=$(cat "$here/pyproject.toml" | sha256sum | cut -c1-16)-$extras
+# The editable install points at one checkout: another clone (CI's) must reinstall.
+want=$(sha256sum < "$here/pyproject.toml" | cut -c1-16)-$extras-$here
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$uv" pip install -q --python "$venv/bin/python" -e "$here[$extras]" >&2
   echo "$want" > "$stamp"
