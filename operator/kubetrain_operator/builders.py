@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
+from kubetrain.api.quantity import parse_quantity
 from kubetrain.api.v1alpha1 import (
     API_VERSION,
     GROUP,
@@ -192,9 +192,7 @@ def runtime_rbac(job: JobRef) -> tuple[Obj, Obj, Obj]:
 
 def cpu_count(quantity: str | int) -> int:
     """Whole CPUs Ray should schedule on a pod with this CPU limit (at least one)."""
-    text = str(quantity)
-    value = Decimal(text[:-1]) / 1000 if text.endswith("m") else Decimal(text)
-    return max(1, int(value))
+    return max(1, int(parse_quantity(quantity)))
 
 
 def image_of(spec: TrainingJobSpec, config: OperatorConfig) -> str:

@@ -9,28 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kubetrain.api.quantity import parse_quantity
 from kubetrain.api.v1alpha1 import TrainingJobSpec, TrainingSpec
 from kubetrain.errors import SpecError
-
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {
-    "n": 1e-9,
-    "u": 1e-6,
-    "m": 1e-3,
-    "": 1.0,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-}
-_QUANTITY = re.compile(r"^\+?(?P<number>[0-9.]+)(?P<suffix>[A-Za-z]*)(?P<exp>[-+]?[0-9]*)$")
 
 #: CPUs a local run leaves free for the driver, the Ray Train controller and Ray Data.
 LOCAL_CPU_RESERVE = 0.2
@@ -48,24 +33,6 @@ KEY_METRIC: dict[str, tuple[str, str]] = {
     "regression": ("val_mse", "min"),
     "generation": ("val_elbo", "max"),
 }
-
-
-def parse_quantity(value: str | int | float) -> float:
-    """A Kubernetes quantity as a number: ``500m`` → 0.5, ``2Gi`` → 2147483648."""
-    text = str(value).strip()
-    match = _QUANTITY.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a Kubernetes quantity")
-    number, suffix, exp = float(match["number"]), match["suffix"], match["exp"]
-    if suffix in ("e", "E") and exp:
-        return number * 10 ** int(exp)
-    if exp:
-        raise ValueError(f"{text!r} is not a Kubernetes quantity")
-    if suffix in _BINARY:
-        return number * _BINARY[suffix]
-    if suffix in _DECIMAL:
-        return number * _DECIMAL[suffix]
-    raise ValueError(f"{text!r} has an unknown suffix {suffix!r}")
 
 
 def metric_names(task: str) -> tuple[str, ...]:

@@ -218,7 +218,9 @@ def test_ray_start_commands(job, make_spec, make_config):
     assert "IRIS_3F2A9_HEAD_SERVICE_HOST:-iris-3f2a9-head.team-a.svc}:6379" in worker
 
 
-@pytest.mark.parametrize(("quantity", "cpus"), [("500m", 1), ("1", 1), ("2", 2), ("2500m", 2)])
+@pytest.mark.parametrize(
+    ("quantity", "cpus"), [("500m", 1), ("1", 1), ("2", 2), ("2500m", 2), ("4k", 4000), (3, 3)]
+)
 def test_cpu_count(quantity, cpus):
     assert builders.cpu_count(quantity) == cpus
 

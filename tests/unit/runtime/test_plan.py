@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from kubetrain.api.quantity import parse_quantity
 from kubetrain.api.v1alpha1 import TrainingJobSpec, TrainingSpec
 from kubetrain.errors import SpecError
 from kubetrain_runtime.plan import (
@@ -12,7 +13,6 @@ from kubetrain_runtime.plan import (
     check_early_stopping,
     decide_resume,
     fingerprint,
-    parse_quantity,
     size_workers,
 )
 
