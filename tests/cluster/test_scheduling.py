@@ -37,6 +37,15 @@ def pod_condition(core: k8s.CoreV1Api, ns: str, name: str, ctype: str) -> Any:
     return next((c for c in pod.status.conditions or [] if c.type == ctype), None)
 
 
+def wait_unscheduled(core: k8s.CoreV1Api, ns: str, name: str, wait_until: Any) -> Any:
+    """The pod's PodScheduled condition once the scheduler has given up on it."""
+    return wait_until(
+        lambda: (c := pod_condition(core, ns, name, "PodScheduled")) and c.status == "False" and c,
+        timeout=30,
+        what=f"PodScheduled=False on {name}",
+    )
+
+
 @pytest.mark.parametrize(("pool", "gpus"), [("a100", 1), ("h100", 8), ("cpu", 0)])
 def test_pod_lands_in_requested_pool_and_runs(
     pool: str,
@@ -71,15 +80,7 @@ def test_gpu_pod_without_toleration_stays_pending_on_taint(
     core.create_namespaced_pod(
         namespace, pod_manifest("untolerated", "a100", gpus=1, tolerate=False)
     )
-    cond = wait_until(
-        lambda: (
-            (c := pod_condition(core, namespace, "untolerated", "PodScheduled"))
-            and c.status == "False"
-            and c
-        ),
-        timeout=30,
-        what="PodScheduled=False",
-    )
+    cond = wait_unscheduled(core, namespace, "untolerated", wait_until)
     assert cond.reason == "Unschedulable"
     # Since 1.3x the summary says "N node(s) had untolerated taint(s)" without the key; older
     # schedulers print "{nvidia.com/gpu: present}". The Event carries the same text.
@@ -94,15 +95,7 @@ def test_pod_asking_more_gpus_than_a_node_has_stays_pending(
 ) -> None:
     core = k8s.CoreV1Api(kube_api)
     core.create_namespaced_pod(namespace, pod_manifest("too-big", "h100", gpus=9))
-    cond = wait_until(
-        lambda: (
-            (c := pod_condition(core, namespace, "too-big", "PodScheduled"))
-            and c.status == "False"
-            and c
-        ),
-        timeout=30,
-        what="PodScheduled=False",
-    )
+    cond = wait_unscheduled(core, namespace, "too-big", wait_until)
     assert cond.reason == "Unschedulable"
     assert f"Insufficient {GPU}" in cond.message, cond.message
     assert not core.read_namespaced_pod("too-big", namespace).spec.node_name
