@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Sequence
+
+#: Allocations between two young-generation collections (Python's default: 700).
+GC_ALLOCATIONS = 20_000
 
 
 def _hide_unused_clients() -> None:
@@ -28,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--liveness", default="http://0.0.0.0:8081/healthz")
     parser.add_argument("--metrics-port", type=int, help="override metricsPort (0 = off)")
+    parser.add_argument("--peering", help="override peeringName (kopf peering object)")
+    parser.add_argument("--priority", type=int, help="override peeringPriority")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
 
@@ -54,7 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config.model_copy(update={"namespaces": args.namespace})
     if args.metrics_port is not None:
         config = config.model_copy(update={"metricsPort": args.metrics_port})
+    if args.peering is not None:
+        config = config.model_copy(update={"peeringName": args.peering or None})
+    if args.priority is not None:
+        config = config.model_copy(update={"peeringPriority": args.priority})
 
+    _tune_gc()
     loop = _new_loop()
     kopf.run(
         loop=loop,
@@ -62,9 +73,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         standalone=config.peeringName is None,
+        peering_name=config.peeringName,
+        priority=config.peeringPriority,
         liveness_endpoint=args.liveness or None,
     )
     return 0
+
+
+def _tune_gc() -> None:
+    """Fewer garbage collections: at a thousand jobs the cyclic collector, run every 700
+    allocations by default and scanning every live object in its full passes, was ~11% of
+    the operator's CPU. Objects alive at start (modules, config) are frozen out of the scans;
+    generation 0 is collected every GC_ALLOCATIONS allocations instead of 700."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_ALLOCATIONS, 20, 20)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -10,6 +10,7 @@ ServiceAccount whose only right is to patch this job's status.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from kubetrain.api.v1alpha1 import (
 
 from .config import OperatorConfig
 from .naming import (
+    ANNOTATION_TEMPLATE,
     CLIENT_PORT,
     DASHBOARD_PORT,
     GCS_PORT,
@@ -37,6 +39,7 @@ from .naming import (
     SPEC_FILE,
     JobRef,
 )
+from .status import Event
 from .validation import Placement
 
 API_DEFAULT_IMAGE = ClusterSpec.model_fields["image"].default
@@ -320,12 +323,21 @@ def _pod(
         pod_spec["automountServiceAccountToken"] = False
     if config.imagePullSecrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in config.imagePullSecrets]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": _metadata(job, name, f"ray-{role}", **{LABEL_ROLE: role}),
-        "spec": pod_spec,
-    }
+    metadata = _metadata(job, name, f"ray-{role}", **{LABEL_ROLE: role})
+    metadata["annotations"] = {ANNOTATION_TEMPLATE: template_hash(pod_spec)}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+def template_hash(pod_spec: Obj) -> str:
+    """A short, stable digest of a pod spec (key order does not matter)."""
+    canonical = json.dumps(pod_spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def pod_templates(children: Children) -> dict[str, str]:
+    """Pod name → template hash of a build, what ``status.decide`` compares pods with."""
+    return {p["metadata"]["name"]: p["metadata"]["annotations"][ANNOTATION_TEMPLATE]
+            for p in children.pods}  # fmt: skip
 
 
 def head_pod(
@@ -423,4 +435,37 @@ def submission_request(job: JobRef, attempt: int, config: OperatorConfig) -> Obj
             "kubetrain.io/attempt": str(attempt),
         },
         "runtime_env": {"env_vars": {"KUBETRAIN_ATTEMPT": str(attempt)}},
+    }
+
+
+#: Kubernetes keeps an Event's message short; longer ones are cut, not refused.
+EVENT_MESSAGE_LIMIT = 1024
+
+
+def event_object(job: JobRef, event: Event, *, component: str, instance: str, when: str) -> Obj:
+    """A core/v1 Event about the job (what ``kubectl describe`` and ``kubectl events``
+    show). Posted by the operator's own client: kopf's event poster costs more per Event."""
+    message = event.message
+    if len(message) > EVENT_MESSAGE_LIMIT:
+        message = message[: EVENT_MESSAGE_LIMIT - 3] + "..."
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{job.name}.", "namespace": job.namespace},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": job.name,
+            "namespace": job.namespace,
+            "uid": job.uid,
+        },
+        "type": event.type,
+        "reason": event.reason,
+        "message": message,
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": instance,
+        "firstTimestamp": when,
+        "lastTimestamp": when,
+        "count": 1,
     }

@@ -89,8 +89,15 @@ class OperatorConfig(_Model):
         5.0,
         gt=0,
         le=300,
-        description="Each job is looked at again at least this often (Ray's state, deadlines); "
-        "changes of the job or its pods are noticed within half a second regardless.",
+        description="A running job's Ray state is read at least this often. Changes of a "
+        "job or its pods, and deadlines, are acted on when they happen, not on this clock.",
+    )
+    concurrentProvisions: int = Field(
+        48,
+        ge=1,
+        le=1024,
+        description="Jobs that create their Ray clusters' objects at the same time; under a "
+        "burst the others wait their turn, so each job is provisioned sooner.",
     )
     specMountPath: str = "/etc/kubetrain"
     runtimeReporter: str = Field(
@@ -106,8 +113,11 @@ class OperatorConfig(_Model):
     )
     metricsPort: int = Field(8080, ge=0, le=65535, description="Prometheus port; 0 = off.")
     peeringName: str | None = Field(
-        None, description="kopf peering object; unset means standalone (one replica)."
+        None,
+        description="kopf peering object (kopf.dev); unset means standalone (one replica). "
+        "With peering, of operators following the same jobs only the highest priority acts.",
     )
+    peeringPriority: int = Field(0, description="This operator's kopf peering priority.")
     outputVolume: str | None = Field(
         None,
         description="A PersistentVolumeClaim mounted at /output in every Ray pod, for jobs "

@@ -3,11 +3,10 @@
 A registry is built per config, so tests and the benchmark can run operators with
 different configs in one process.
 
-- ``job_pods`` indexes every kubetrain pod by its job's uid, from one watch stream: a
-  reconciliation reads pods from memory, not from the API.
 - ``follow`` is a daemon per TrainingJob: it re-reads the actual state whenever the job or
-  its pods change, and on a schedule, and converges (no chain of field-change handlers, so
-  a missed event loses nothing).
+  its pods change (pods come from the operator's own watch, ``podwatch.py``, not from a
+  kopf index: see there why), and on a schedule, and converges (no chain of field-change
+  handlers, so a missed event loses nothing).
 """
 
 from __future__ import annotations
@@ -18,14 +17,12 @@ import kopf
 
 from kubetrain.api.v1alpha1 import GROUP, PLURAL, VERSION
 
-from . import lifecycle, reconcile
+from . import lifecycle
 from .config import OperatorConfig
-from .naming import LABEL_MANAGED_BY, MANAGED_BY
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    managed = {LABEL_MANAGED_BY: MANAGED_BY}
 
     @kopf.on.startup(id="startup", registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
@@ -39,14 +36,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     async def cleanup(memo: Any, **_: Any) -> None:
         await lifecycle.cleanup(memo)
 
-    @kopf.index("pods", id="job_pods", labels=managed, registry=registry)
-    async def job_pods(body: kopf.Body, **_: Any) -> Any:
-        return reconcile.index_pod(dict(body))
-
     @kopf.daemon(GROUP, VERSION, PLURAL, id="follow", cancellation_timeout=10, registry=registry)
-    async def follow(
-        body: kopf.Body, memo: Any, job_pods: kopf.Index, logger: Any, stopped: Any, **_: Any
-    ) -> None:
-        await lifecycle.follow(body, memo, job_pods, logger, stopped)
+    async def follow(body: kopf.Body, memo: Any, logger: Any, stopped: Any, **_: Any) -> None:
+        await lifecycle.follow(body, memo, logger, stopped)
 
     return registry

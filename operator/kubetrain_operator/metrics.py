@@ -28,6 +28,9 @@ API_ERRORS = Counter(
 RAY_ERRORS = Counter(
     "kubetrain_ray_api_errors_total", "Failed calls to a Ray dashboard's job API.", ["op"]
 )
+POD_WATCH_RESTARTS = Counter(
+    "kubetrain_pod_watch_restarts_total", "Times the operator's pod watch failed and reconnected."
+)
 TRANSITIONS = Counter(
     "kubetrain_phase_transitions_total", "Phase transitions, by new phase.", ["phase"]
 )

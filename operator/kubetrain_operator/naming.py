@@ -22,6 +22,9 @@ LABEL_JOB = f"{GROUP}/job"
 LABEL_JOB_UID = f"{GROUP}/job-uid"
 LABEL_ROLE = f"{GROUP}/role"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+#: Hash of the pod's spec as built: a pod whose hash differs from the current build was made
+#: from an older spec.cluster (or operator config), and is replaced while not running.
+ANNOTATION_TEMPLATE = f"{GROUP}/pod-template-hash"
 MANAGED_BY = "kubetrain-operator"
 
 ROLE_HEAD = "head"

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -22,23 +24,28 @@ from kubetrain.errors import SpecError
 
 from . import builders, metrics, status
 from .config import OperatorConfig
-from .kube import KubeApi
-from .naming import DASHBOARD_PORT, LABEL_JOB_UID, ROLE_HEAD, ROLE_WORKER, JobRef
+from .kube import ApiError, KubeApi
+from .naming import DASHBOARD_PORT, ROLE_HEAD, ROLE_WORKER, JobRef
 from .rayjobs import RayJobsClient, RayJobsError
 from .status import (
     DeleteJob,
     DeletePods,
     DeleteService,
     EnsureCluster,
+    Event,
     Observed,
     PodState,
     RayJobState,
     StopRayJob,
     SubmitRayJob,
 )
-from .validation import Placement, parse_spec, resolve_placement
+from .validation import parse_spec, resolve_placement
 
 log = logging.getLogger(__name__)
+EVENT_COMPONENT = "kubetrain-operator"
+#: A job that is neither running nor finished is looked at at least this often, changes or
+#: not: a safety net, as controller-runtime's resync, not how anything is noticed.
+RESYNC_SECONDS = 300.0
 SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
@@ -51,18 +58,27 @@ class Context:
     ray_session: aiohttp.ClientSession | None = None
     #: Parsed spec per (uid, generation): a spec only changes with its generation, and
     #: parsing it on every look is the largest cost of a reconciliation.
-    specs: dict[tuple[str, int], Any] = field(default_factory=dict)
+    specs: dict[tuple[str, int], ParsedSpec] = field(default_factory=dict)
     #: Pods this process created that the index has not shown yet (the "expectations" of
     #: Kubernetes' own controllers): under load the watch lags behind the creates, and a
     #: look in between must not take them for missing and create them again.
     expectations: dict[str, dict[str, float]] = field(default_factory=dict)
     #: Per job: what the last look saw, and until when the same sight needs no new look.
     looks: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    #: Jobs creating their children at the same time (``concurrentProvisions``): under a
+    #: burst, jobs finish provisioning one batch after another instead of all at the end.
+    provision_slots: asyncio.Semaphore = field(init=False)
+    #: Events being posted.
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+    instance: str = field(default_factory=socket.gethostname)
     in_cluster: bool = field(
         default_factory=lambda: (
             bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(SA_TOKEN)
         )
     )
+
+    def __post_init__(self) -> None:
+        self.provision_slots = asyncio.Semaphore(self.config.concurrentProvisions)
 
     def ray_client(self, job: JobRef) -> RayJobsClient:
         """Reach the job's dashboard through its Service in the cluster, else through the
@@ -84,20 +100,54 @@ class Context:
             timeout=self.config.ray.requestTimeoutSeconds,
         )
 
+    def post_events(self, job: JobRef, events: list[Event]) -> None:
+        """Post Events in the background: they inform, and must neither slow nor fail a
+        look. Failures are counted and logged."""
+        if self.kube is None:
+            return
+        when = status.timestamp(status.now_utc())
+        kube = self.kube
+        for event in events:
+            body = builders.event_object(
+                job, event, component=EVENT_COMPONENT, instance=self.instance, when=when
+            )
+            task = asyncio.create_task(_post_event(kube, body))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+
+    def next_look_in(self, uid: str, phase: str | None, interval: float) -> float | None:
+        """Seconds until a job must be looked at again although nothing it is woken by (its
+        job, its pods) changed; None: only on a change. A running job: every ``interval``,
+        as Ray's state is not watched. Any other job: at its next deadline (startup, TTL),
+        else at the resync period. A look that acted or wrote is followed by one more."""
+        look = self.looks.get(uid)
+        if look is None:
+            return interval
+        deadline: datetime | None = look[1]
+        if deadline is None:
+            until = None
+        else:
+            until = max(0.0, (deadline - status.now_utc()).total_seconds())
+        if phase == "Running":
+            return interval if until is None else min(interval, until)
+        if phase in TERMINAL_PHASES or phase == "Suspended":
+            return until
+        return RESYNC_SECONDS if until is None else min(RESYNC_SECONDS, until)
+
+    def forget(self, uid: str) -> None:
+        """Drop a job's per-job state once its daemon ends (deleted, or operator stopping)."""
+        self.looks.pop(uid, None)
+        self.expectations.pop(uid, None)
+        for key in [k for k in self.specs if k[0] == uid]:
+            del self.specs[key]
+
     async def close(self) -> None:
+        for task in list(self.background):
+            task.cancel()
         if self.kube is not None:
             await self.kube.close()
         if self.ray_session is not None:
             await self.ray_session.close()
-
-
-# ------------------------------------------------------------------- the index
-
-
-def index_pod(body: dict[str, Any]) -> dict[str, PodState] | None:
-    """Index entry of a child pod: job uid → its summary (None for other pods)."""
-    uid = (body.get("metadata", {}).get("labels") or {}).get(LABEL_JOB_UID)
-    return {uid: status.summarize_pod(body)} if uid else None
 
 
 # --------------------------------------------------------------- reconcile
@@ -157,14 +207,39 @@ def _current_status(raw: dict[str, Any] | None) -> TrainingJobStatus:
             return TrainingJobStatus()
 
 
-def _spec_and_placement(
-    raw: Any, config: OperatorConfig
-) -> tuple[TrainingJobSpec | None, Placement | None, SpecError | None]:
+@dataclass(frozen=True)
+class ParsedSpec:
+    """What one generation of a job's spec means, worked out once per generation."""
+
+    spec: TrainingJobSpec | None
+    error: SpecError | None
+    children: builders.Children | None = None
+    pod_templates: dict[str, str] = field(default_factory=dict)
+
+
+def _parse(job: JobRef, raw: Any, config: OperatorConfig) -> ParsedSpec:
     try:
         spec = parse_spec(raw)
-        return spec, resolve_placement(spec, config), None
+        children = builders.build_children(job, spec, resolve_placement(spec, config), config)
     except SpecError as exc:
-        return None, None, exc
+        return ParsedSpec(None, exc)
+    return ParsedSpec(spec, None, children, builders.pod_templates(children))
+
+
+async def _post_event(kube: KubeApi, body: dict[str, Any]) -> None:
+    try:
+        await kube.create(body)
+    except ApiError as exc:
+        log.warning("could not post Event %s: %s", body.get("reason"), exc)
+
+
+def _raw_ttl(raw: Any) -> int | None:
+    """ttlSecondsAfterFinished from a spec that did not validate, when it is usable."""
+    try:
+        ttl = raw["runPolicy"]["ttlSecondsAfterFinished"]
+    except (KeyError, TypeError):
+        return None
+    return ttl if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl >= 0 else None
 
 
 async def _observe_ray(ctx: Context, job: JobRef, current: TrainingJobStatus) -> RayJobState | None:
@@ -199,8 +274,9 @@ async def reconcile(
     generation = body["metadata"].get("generation", 1)
     key = (job.uid, generation)
     if key not in ctx.specs:
-        _bounded(ctx.specs)[key] = _spec_and_placement(body.get("spec"), config)
-    spec, placement, error = ctx.specs[key]
+        _bounded(ctx.specs)[key] = _parse(job, body.get("spec"), config)
+    parsed: ParsedSpec = ctx.specs[key]
+    spec, error = parsed.spec, parsed.error
     expected = builders.expected_pod_names(job, spec) if spec else ()
     seen = _with_expected_pods(ctx, job.uid, tuple(sorted(pods, key=lambda p: p.name)))
     now = status.now_utc()
@@ -211,6 +287,7 @@ async def reconcile(
         return {}  # nothing decide looks at has changed since it was answered
     ray = await _observe_ray(ctx, job, current)
     observed = Observed(
+        raw_ttl=_raw_ttl(body.get("spec")) if spec is None else None,
         job=job,
         generation=generation,
         status=current,
@@ -218,6 +295,7 @@ async def reconcile(
         spec=spec,
         spec_error=error,
         expected_pods=expected,
+        pod_templates=parsed.pod_templates,
         pods=seen,
         ray=ray,
         submit_enabled=config.ray.submit,
@@ -225,7 +303,7 @@ async def reconcile(
     plan = status.decide(observed)
     ctx.looks.pop(job.uid, None)
     try:
-        await _execute(ctx, job, spec, placement, plan.actions, logger=logger)
+        await _execute(ctx, job, parsed.children, plan.actions, logger=logger)
     except RayJobsError as exc:
         plan = status.submission_failed(observed, str(exc))
     else:
@@ -245,8 +323,7 @@ async def reconcile(
 async def _execute(
     ctx: Context,
     job: JobRef,
-    spec: TrainingJobSpec | None,
-    placement: Placement | None,
+    children: builders.Children | None,
     actions: list[status.Action],
     *,
     logger: logging.Logger | logging.LoggerAdapter[Any],
@@ -255,21 +332,9 @@ async def _execute(
     assert kube is not None, "not logged in yet"
     for action in actions:
         if isinstance(action, EnsureCluster):
-            assert spec is not None and placement is not None
-            children = builders.build_children(job, spec, placement, ctx.config)
-            if action.setup:
-                for wave in children.setup_waves:
-                    await asyncio.gather(*(kube.create(obj) for obj in wave))
-            wanted = set(action.pods)
-            waiting = _bounded(ctx.expectations).setdefault(job.uid, {})
-
-            async def create_pod(pod: dict[str, Any], waiting: dict[str, float] = waiting) -> None:
-                await kube.create(pod)
-                waiting[pod["metadata"]["name"]] = time.monotonic()
-
-            await asyncio.gather(
-                *(create_pod(p) for p in children.pods if p["metadata"]["name"] in wanted)
-            )
+            assert children is not None, "a valid spec was built"
+            async with ctx.provision_slots:
+                await _ensure_cluster(ctx, kube, job, children=children, action=action)
         elif isinstance(action, DeletePods):
             for name in action.names:
                 ctx.expectations.get(job.uid, {}).pop(name, None)
@@ -290,3 +355,24 @@ async def _execute(
                 logger.info("could not stop Ray job %s: %s", action.submission_id, exc)
         elif isinstance(action, DeleteJob):
             await kube.delete(f"{builders.API_VERSION}", "TrainingJob", job.namespace, job.name)
+
+
+async def _ensure_cluster(
+    ctx: Context,
+    kube: KubeApi,
+    job: JobRef,
+    *,
+    children: builders.Children,
+    action: EnsureCluster,
+) -> None:
+    if action.setup:
+        for wave in children.setup_waves:
+            await asyncio.gather(*(kube.create(obj) for obj in wave))
+    wanted = set(action.pods)
+    waiting = _bounded(ctx.expectations).setdefault(job.uid, {})
+
+    async def create_pod(pod: dict[str, Any]) -> None:
+        await kube.create(pod)
+        waiting[pod["metadata"]["name"]] = time.monotonic()
+
+    await asyncio.gather(*(create_pod(p) for p in children.pods if p["metadata"]["name"] in wanted))

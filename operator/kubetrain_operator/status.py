@@ -13,7 +13,7 @@ Condition types: ``ClusterReady`` (head and every worker Running and Ready), ``R
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
@@ -29,7 +29,7 @@ from kubetrain.api.v1alpha1 import (
 )
 from kubetrain.errors import SpecError
 
-from .naming import ROLE_HEAD, JobRef
+from .naming import ANNOTATION_TEMPLATE, ROLE_HEAD, JobRef
 
 #: Container waiting reasons that mean the cluster will not come up by itself. They are
 #: surfaced at once; the job fails when the startup deadline passes.
@@ -83,6 +83,7 @@ class PodState:
     node: str | None = None
     created: str | None = None
     problem: tuple[str, str] | None = None  # (reason, message) from scheduler or kubelet
+    template: str | None = None  # the pod-template hash it was built with
 
 
 def summarize_pod(body: dict[str, Any]) -> PodState:
@@ -120,6 +121,7 @@ def summarize_pod(body: dict[str, Any]) -> PodState:
         node=spec.get("nodeName"),
         created=meta.get("creationTimestamp"),
         problem=problem,
+        template=(meta.get("annotations") or {}).get(ANNOTATION_TEMPLATE),
     )
 
 
@@ -164,9 +166,18 @@ class Observed:
     spec: TrainingJobSpec | None = None
     spec_error: SpecError | None = None
     expected_pods: tuple[str, ...] = ()
+    #: Template hash of each expected pod as the current spec builds it (empty: unknown).
+    pod_templates: Mapping[str, str] = field(default_factory=dict)
     pods: tuple[PodState, ...] = ()
     ray: RayJobState | None = None
     submit_enabled: bool = True
+    #: ``runPolicy.ttlSecondsAfterFinished`` as written, for a spec that failed validation
+    #: (a rejected job is cleaned up by its TTL like any other finished job).
+    raw_ttl: int | None = None
+
+    @property
+    def ttl_after_finished(self) -> int | None:
+        return self.spec.runPolicy.ttlSecondsAfterFinished if self.spec else self.raw_ttl
 
 
 # ---------------------------------------------------------------------- actions
@@ -248,11 +259,15 @@ class ClusterHealth:
     problem: tuple[str, str] | None
     all_scheduled: bool
     started_at: datetime | None  # creation of the oldest current pod
+    outdated: tuple[str, ...] = ()  # built from an older spec: to replace while not running
 
 
-def assess_cluster(expected: Iterable[str], pods: Iterable[PodState]) -> ClusterHealth:
+def assess_cluster(
+    expected: Iterable[str], pods: Iterable[PodState], templates: Mapping[str, str] | None = None
+) -> ClusterHealth:
     by_name = {p.name: p for p in pods}
-    missing, broken, created = [], [], []
+    templates = templates or {}
+    missing, broken, created, outdated = [], [], [], []
     problem: tuple[str, str] | None = None
     ready = scheduled = True
     for name in expected:
@@ -268,6 +283,9 @@ def assess_cluster(expected: Iterable[str], pods: Iterable[PodState]) -> Cluster
             continue
         if pod.phase in ("Failed", "Succeeded"):
             broken.append(name)
+        elif pod.template and templates.get(name, pod.template) != pod.template:
+            outdated.append(name)
+            ready = False
         if not (pod.phase == "Running" and pod.ready):
             ready = False
         if pod.node is None:
@@ -275,7 +293,9 @@ def assess_cluster(expected: Iterable[str], pods: Iterable[PodState]) -> Cluster
         if pod.problem and (problem is None or pod.role == ROLE_HEAD):
             problem = (pod.problem[0], f"pod {name}: {pod.problem[1]}")
     started = min((c for c in created if c is not None), default=None)
-    return ClusterHealth(ready, tuple(missing), tuple(broken), problem, scheduled, started)
+    return ClusterHealth(
+        ready, tuple(missing), tuple(broken), problem, scheduled, started, tuple(outdated)
+    )
 
 
 class _Writer:
@@ -360,7 +380,7 @@ def decide(obs: Observed) -> Plan:
         _cleanup(obs, w)
         return w.plan()
 
-    health = assess_cluster(obs.expected_pods, obs.pods)
+    health = assess_cluster(obs.expected_pods, obs.pods, obs.pod_templates)
     if st.phase == "Running":
         return _follow(obs, w, spec, health)
     return _provision(obs, w, spec, health)
@@ -370,6 +390,18 @@ def _provision(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: Cluster
     st = w.status
     if health.broken:
         w.actions.append(DeletePods(health.broken))
+    if health.outdated:
+        # spec.cluster (pool, resources, image, ...) changed before the job ran: replace
+        # those pods; they are created again from the new spec once gone.
+        w.actions.append(DeletePods(health.outdated))
+        names = ", ".join(health.outdated)
+        w.events.append(
+            Event("Normal", "ClusterSpecChanged", f"spec.cluster changed: replacing {names}")
+        )
+    elif _condition_reason(st, "ClusterUpToDate") == "SpecChanged" and not health.missing:
+        w.condition(
+            "ClusterUpToDate", True, "SpecApplied", "every pod is built from the current spec"
+        )
     if health.missing:
         # Setup objects are (re)applied with the first pods and whenever the whole cluster
         # is missing; AlreadyExists answers make this idempotent.
@@ -428,6 +460,10 @@ def _provision(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: Cluster
 def _follow(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHealth) -> Plan:
     st = w.status
     ray = obs.ray
+    if health.outdated:  # a running attempt is never disrupted by an edit
+        w.condition("ClusterUpToDate", False, "SpecChanged",
+                    "spec.cluster changed while running: applies when the cluster is rebuilt "
+                    "(suspend and resume, or a retry)")  # fmt: skip
     if health.missing or health.broken:
         lost = ", ".join((*health.missing, *health.broken))
         detail = health.problem[1] if health.problem else f"pods gone: {lost}"
@@ -524,7 +560,7 @@ def _after_finish(obs: Observed, w: _Writer) -> Plan:
         _merge_final(w, obs.ray.final)
     if st.reason != "ValidationFailed":
         _cleanup(obs, w)
-    ttl = obs.spec.runPolicy.ttlSecondsAfterFinished if obs.spec else None
+    ttl = obs.ttl_after_finished
     done = parse_time(st.completionTime)
     if ttl is not None and done is not None and obs.now - done >= timedelta(seconds=ttl):
         w.actions.append(DeleteJob())
@@ -557,14 +593,14 @@ def next_deadline(obs: Observed) -> datetime | None:
     observes has changed (a deadline or the TTL passing). Before then, and with the same
     observations, a look can be skipped: the answer was given and acted on already."""
     st, spec = obs.status, obs.spec
-    if spec is None:
-        return None
     moments: list[datetime] = []
     if st.phase in TERMINAL_PHASES:
-        ttl, done = spec.runPolicy.ttlSecondsAfterFinished, parse_time(st.completionTime)
+        ttl, done = obs.ttl_after_finished, parse_time(st.completionTime)
         if ttl is not None and done is not None:
             moments.append(done + timedelta(seconds=ttl))
         return min(moments, default=None)
+    if spec is None:
+        return None
     if spec.runPolicy.suspend or st.phase == "Suspended":
         return None
     started = parse_time(st.startTime)

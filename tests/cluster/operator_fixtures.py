@@ -52,8 +52,13 @@ def running_operator(
     """The operator in a thread, watching one namespace, logged in with ``kubeconfig``."""
     mp = pytest.MonkeyPatch()
     mp.setenv("KUBECONFIG", str(kubeconfig))
-    args = ["run", "--standalone", "--namespace", namespace]
-    runner = KopfRunner(args, registry=build_registry(config or operator_config()), timeout=60)
+    config = config or operator_config()
+    peering = ["--peering", config.peeringName] if config.peeringName else ["--standalone"]
+    args = ["run", *peering, "--namespace", namespace]
+    # As ``python -m kubetrain_operator -n NS`` does: kopf and the operator's own pod watch
+    # both watch only that namespace (a namespaced Role allows nothing wider).
+    config = config.model_copy(update={"namespaces": [namespace]})
+    runner = KopfRunner(args, registry=build_registry(config), timeout=60)
     try:
         with runner:
             yield runner
@@ -165,6 +170,10 @@ def phase_is(jobs: Jobs, name: str, *phases: str, reason: str | None = None) -> 
 
 def rules() -> list[dict[str, Any]]:
     return yaml.safe_load(RULES_FILE.read_text())
+
+
+def peering_rules() -> list[dict[str, Any]]:
+    return yaml.safe_load((RULES_FILE.parent / "peering-rules.yaml").read_text())
 
 
 def token_kubeconfig(admin_kubeconfig: Path, token: str, path: Path) -> Path:

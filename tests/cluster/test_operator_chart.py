@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_fixtures import REPO_ROOT, rules
+from operator_fixtures import REPO_ROOT, peering_rules, rules
 
 from kubetrain_operator.config import OperatorConfig
 
@@ -67,6 +67,20 @@ def test_namespaced_install_renders_one_role_per_watched_namespace(helm):
     (config_map,) = by_kind(docs, "ConfigMap")
     config = OperatorConfig.model_validate(yaml.safe_load(config_map["data"]["config.yaml"]))
     assert config.namespaces == ["team-a", "team-b"], "RBAC and the watch list match"
+
+
+@pytest.mark.parametrize("namespaces", [None, "{team-a,team-b}"])
+def test_peering_adds_its_rules_and_objects_only_when_named(helm, namespaces):
+    scope = [f"watchNamespaces={namespaces}"] if namespaces else []
+    assert not [d for d in render(helm, *scope) if "KopfPeering" in d["kind"]]
+    docs = render(helm, *scope, "peering.name=kubetrain", "peering.priority=10")
+    roles = by_kind(docs, "Role" if namespaces else "ClusterRole")
+    assert roles and all(r["rules"] == rules() + peering_rules() for r in roles)
+    peerings = by_kind(docs, "KopfPeering" if namespaces else "ClusterKopfPeering")
+    assert [p["metadata"]["name"] for p in peerings] == ["kubetrain"] * len(roles)
+    (config_map,) = by_kind(docs, "ConfigMap")
+    config = OperatorConfig.model_validate(yaml.safe_load(config_map["data"]["config.yaml"]))
+    assert (config.peeringName, config.peeringPriority) == ("kubetrain", 10)
 
 
 def test_deployment_is_one_restricted_replica_that_is_recreated(helm):

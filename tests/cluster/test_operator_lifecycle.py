@@ -12,6 +12,8 @@ from operator_fixtures import (
     Jobs,
     job_body,
     jobs,
+    operator_config,
+    peering_rules,
     phase_is,
     rules,
     running_operator,
@@ -84,6 +86,25 @@ def test_an_impossible_gpu_request_is_unschedulable_then_fails_at_the_deadline(
         wait_for(lambda: not jobs.pods(uid), what="the failed job's pods to be deleted")
         warnings = {e.reason for e in jobs.events("toobig") if e.type == "Warning"}
         assert {"Unschedulable"} <= warnings
+
+
+def test_moving_a_stuck_job_to_another_pool_replaces_its_pods(
+    jobs: Jobs, kubeconfig_path: Path, gpu_pools: dict[str, list[str]]
+):
+    """spec.cluster is mutable: a job that cannot be scheduled is fixed by editing it, and
+    its pods are rebuilt from the new spec (no delete-and-recreate of the job)."""
+    body = job_body("stuck", cluster={"nodeSelector": {"kubetrain.io/zone": "nowhere"}})
+    with running_operator(jobs.ns, kubeconfig_path):
+        uid = jobs.create(body)["metadata"]["uid"]
+        wait_for(phase_is(jobs, "stuck", "Pending", reason="Unschedulable"), what="stuck")
+        before = {p.metadata.uid for p in jobs.pods(uid)}
+        jobs.patch_spec("stuck", {"cluster": {"nodeSelector": None}})
+        status = wait_for(ready(jobs, "stuck"), what="ready on the cpu pool after the edit")
+        pods = jobs.pods(uid)
+        assert len(pods) == 2 and not {p.metadata.uid for p in pods} & before
+        assert all(p.spec.node_name in gpu_pools["cpu"] for p in pods)
+        assert status["observedGeneration"] == 2
+        assert "ClusterSpecChanged" in {e.reason for e in jobs.events("stuck")}
 
 
 def test_suspend_deletes_pods_and_resume_recreates_them(jobs: Jobs, kubeconfig_path: Path):
@@ -160,15 +181,24 @@ def test_a_validation_failure_creates_nothing(
     assert jobs.children(uid) == {}
 
 
+@pytest.mark.parametrize("peering", [None, "kubetrain"])
 def test_the_operator_runs_with_exactly_the_rbac_it_ships(
-    jobs: Jobs, kube_api: k8s.ApiClient, kubeconfig_path: Path, tmp_path: Path
+    jobs: Jobs, kube_api: k8s.ApiClient, kubeconfig_path: Path, tmp_path: Path, peering: Any
 ):
     """Bind the chart's rules file to a ServiceAccount, log in with its token, and run the
-    whole provisioning flow as it: a missing rule fails this test."""
+    whole provisioning flow as it: a missing rule fails this test. With peering, the chart
+    adds the peering rules and object, and the operator keeps its heartbeat there."""
     core, rbac = k8s.CoreV1Api(kube_api), k8s.RbacAuthorizationV1Api(kube_api)
     name = "kubetrain-operator"
     core.create_namespaced_service_account(jobs.ns, {"metadata": {"name": name}})
-    rbac.create_namespaced_role(jobs.ns, {"metadata": {"name": name}, "rules": rules()})
+    shipped = rules() + (peering_rules() if peering else [])
+    rbac.create_namespaced_role(jobs.ns, {"metadata": {"name": name}, "rules": shipped})
+    if peering:
+        peering_object = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering"}
+        peering_object["metadata"] = {"name": peering}
+        k8s.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+            "kopf.dev", "v1", jobs.ns, "kopfpeerings", peering_object
+        )
     rbac.create_namespaced_role_binding(
         jobs.ns,
         {
@@ -182,7 +212,8 @@ def test_the_operator_runs_with_exactly_the_rbac_it_ships(
     ).status.token
     kubeconfig = token_kubeconfig(kubeconfig_path, token, tmp_path / "operator.kubeconfig")
 
-    with running_operator(jobs.ns, kubeconfig) as runner:
+    config = operator_config(peeringName=peering)
+    with running_operator(jobs.ns, kubeconfig, config) as runner:
         uid = jobs.create(job_body("rbac", training={"workers": 1}))["metadata"]["uid"]
         wait_for(ready(jobs, "rbac"), what="the cluster to be ready, as the operator's SA")
         assert len(jobs.children(uid)) == 6
@@ -191,4 +222,9 @@ def test_the_operator_runs_with_exactly_the_rbac_it_ships(
         wait_for(lambda: not jobs.pods(uid, alive=False), what="pods deleted by the SA")
         jobs.delete("rbac")
         wait_for(lambda: jobs.get("rbac") is None, what="the finalizer removed by the SA")
+        if peering:
+            seen = k8s.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+                "kopf.dev", "v1", jobs.ns, "kopfpeerings", peering
+            )
+            assert seen.get("status"), "the operator's heartbeat is in the peering object"
     assert "Forbidden" not in runner.output and "403" not in runner.output

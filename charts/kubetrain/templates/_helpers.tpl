@@ -26,7 +26,12 @@ app.kubernetes.io/component: operator
 {{- default (include "kubetrain.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
-{{/* The operator's RBAC rules: files/operator-rules.yaml, the file the RBAC test binds. */}}
+{{/* The operator's RBAC rules: files/operator-rules.yaml, the file the RBAC test binds,
+plus files/peering-rules.yaml when peering is on. */}}
 {{- define "kubetrain.rules" -}}
-{{- .Files.Get "files/operator-rules.yaml" | fromYamlArray | toYaml -}}
+{{- $rules := .Files.Get "files/operator-rules.yaml" | fromYamlArray -}}
+{{- if .Values.peering.name -}}
+{{- $rules = concat $rules (.Files.Get "files/peering-rules.yaml" | fromYamlArray) -}}
+{{- end -}}
+{{- toYaml $rules -}}
 {{- end -}}

@@ -276,3 +276,41 @@ def test_the_lean_progress_storage_clears_like_kopfs():
     plain = kopf.StatusProgressStorage(field="status.kopf.progress")
     lean = LeanStatusProgressStorage(field="status.kopf.progress")
     assert lean.clear(essence=copy.deepcopy(essence)) == plain.clear(essence=essence)
+
+
+def test_events_are_about_the_job_and_keep_kubernetes_limits(job):
+    from kubetrain_operator.status import Event
+
+    long = Event("Warning", "Unschedulable", "0/6 nodes are available: " + "x" * 5000)
+    body = builders.event_object(
+        job, long, component="kubetrain-operator", instance="op-0", when="2026-01-01T00:00:00Z"
+    )
+    assert body["involvedObject"] == {
+        "apiVersion": "kubetrain.io/v1alpha1",
+        "kind": "TrainingJob",
+        "name": job.name,
+        "namespace": job.namespace,
+        "uid": job.uid,
+    }
+    assert body["metadata"] == {"generateName": f"{job.name}.", "namespace": job.namespace}
+    assert (body["type"], body["reason"], body["count"]) == ("Warning", "Unschedulable", 1)
+    assert len(body["message"]) == builders.EVENT_MESSAGE_LIMIT
+    assert body["message"].endswith("...")
+    assert body["reportingComponent"] == body["source"]["component"] == "kubetrain-operator"
+
+
+def test_the_pod_template_hash_follows_the_pod_spec_only(job, make_spec, make_config):
+    config = make_config()
+
+    def templates(spec):
+        placement = resolve_placement(spec, config)
+        return builders.pod_templates(builders.build_children(job, spec, placement, config))
+
+    base = templates(make_spec())
+    assert base == templates(make_spec()), "stable across builds"
+    assert len(set(base.values())) == 2, "head and workers differ; workers are alike"
+    moved = templates(make_spec(cluster__nodePool="a100"))
+    assert all(moved[name] != base[name] for name in base)
+    head = make_spec(cluster__head__resources__cpu="2")
+    assert templates(head)[job.head_pod] != base[job.head_pod]
+    assert templates(head)[job.worker_pod(0)] == base[job.worker_pod(0)]

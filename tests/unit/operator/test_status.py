@@ -527,3 +527,111 @@ def test_pods_created_but_not_yet_seen_are_not_created_again(job, make_spec, mak
     plan = decide(observe(job, make_spec(), {"phase": "Provisioning"}, seen))
     assert actions_of(plan, EnsureCluster) == []
     assert ctx.expectations[job.uid] == {job.worker_pod(0): 1e18}, "seen pods are forgotten"
+
+
+def test_a_rejected_job_is_deleted_by_its_ttl_too(job):
+    """An invalid spec has no parsed runPolicy; the TTL as written still applies."""
+    error = SpecError("unknown node pool", field="spec.cluster.nodePool")
+    failed = {"phase": "Failed", "reason": "ValidationFailed", "completionTime": EARLIER}
+    obs = observe(job, None, failed, spec_error=error, raw_ttl=30)
+    assert next_deadline(obs) == NOW + timedelta(seconds=25)
+    assert decide(obs).actions == []
+    assert decide(replace(obs, now=NOW + timedelta(seconds=25))).actions == [DeleteJob()]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"runPolicy": {"ttlSecondsAfterFinished": 30}}, 30),
+        ({"runPolicy": {"ttlSecondsAfterFinished": "30"}}, None),
+        ({"runPolicy": {"ttlSecondsAfterFinished": True}}, None),
+        ({"runPolicy": {"ttlSecondsAfterFinished": -1}}, None),
+        ({"runPolicy": None}, None),
+        (None, None),
+    ],
+)
+def test_raw_ttl_is_taken_only_when_usable(raw, expected):
+    from kubetrain_operator.reconcile import _raw_ttl
+
+    assert _raw_ttl(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("phase", "deadline_in", "expected"),
+    [
+        ("Provisioning", None, 300.0),  # pods and job are watched: only the resync
+        ("Provisioning", 2.0, 2.0),  # the startup deadline
+        ("Running", None, 5.0),  # Ray's state is polled every interval
+        ("Running", 60.0, 5.0),
+        ("Running", 1.0, 1.0),  # activeDeadlineSeconds comes first
+        ("Failed", 30.0, 30.0),  # finished: only the TTL
+        ("Succeeded", None, None),  # finished, no TTL: only on a change
+        ("Suspended", None, None),
+        ("Failed", -3.0, 0.0),  # overdue: at once
+    ],
+)
+def test_next_look_in(make_config, phase, deadline_in, expected, monkeypatch):
+    from kubetrain_operator import status as status_module
+    from kubetrain_operator.reconcile import Context
+
+    monkeypatch.setattr(status_module, "now_utc", lambda: NOW)
+    ctx = Context(make_config())
+    deadline = None if deadline_in is None else NOW + timedelta(seconds=deadline_in)
+    ctx.looks["u"] = ("sight", deadline)
+    assert ctx.next_look_in("u", phase, 5.0) == expected
+    assert ctx.next_look_in("never-looked", phase, 5.0) == 5.0, "unrecorded: once more"
+
+
+# ------------------------------------------------------- spec.cluster edits
+
+
+def templated(job, spec, template, **kw):
+    return tuple(replace(p, template=template) for p in cluster_pods(job, spec, **kw))
+
+
+def test_pods_from_an_older_spec_are_replaced_before_the_job_runs(job, make_spec):
+    spec = make_spec()
+    names = builders.expected_pod_names(job, spec)
+    pods = templated(job, spec, "old")  # all Running and Ready, but built from the old spec
+    obs = observe(job, spec, {"phase": "Pending", "startTime": EARLIER}, pods,
+                  pod_templates=dict.fromkeys(names, "new"))  # fmt: skip
+    plan = decide(obs)
+    assert actions_of(plan, DeletePods) == [DeletePods(names)]
+    assert not actions_of(plan, SubmitRayJob), "never gang-start an outdated cluster"
+    assert [e.reason for e in plan.events if e.reason == "ClusterSpecChanged"]
+
+    rebuilt = templated(job, spec, "new")
+    after = decide(replace(obs, pods=rebuilt, status=plan.status))
+    assert not actions_of(after, DeletePods) and actions_of(after, SubmitRayJob)
+
+
+def test_an_edit_never_disrupts_a_running_attempt(job, make_spec):
+    spec = make_spec()
+    names = builders.expected_pod_names(job, spec)
+    obs = observe(job, spec, running(job), templated(job, spec, "old"), RayJobState("RUNNING"),
+                  pod_templates=dict.fromkeys(names, "new"))  # fmt: skip
+    plan = decide(obs)
+    assert plan.status.phase == "Running"
+    assert not actions_of(plan, DeletePods) and not actions_of(plan, StopRayJob)
+    up_to_date = cond(plan.status, "ClusterUpToDate")
+    assert (up_to_date.status, up_to_date.reason) == ("False", "SpecChanged")
+
+    # The attempt fails: the retry rebuilds the outdated pods from the new spec ...
+    failed = decide(replace(obs, status=plan.status, ray=RayJobState("FAILED", "boom")))
+    assert failed.status.phase == "Retrying"
+    retry = decide(replace(obs, status=failed.status, ray=None))
+    assert actions_of(retry, DeletePods) == [DeletePods(names)]
+    # ... and once every pod is current, the condition says so.
+    current = templated(job, spec, "new", ready=False, phase="Pending")
+    done = decide(replace(obs, status=retry.status, pods=current, ray=None))
+    up_to_date = cond(done.status, "ClusterUpToDate")
+    assert (up_to_date.status, up_to_date.reason) == ("True", "SpecApplied")
+
+
+def test_pods_without_a_template_hash_are_left_alone(job, make_spec):
+    """Pods an older operator made carry no hash: an upgrade does not rebuild them."""
+    spec = make_spec()
+    names = builders.expected_pod_names(job, spec)
+    obs = observe(job, spec, {"phase": "Provisioning", "startTime": EARLIER},
+                  cluster_pods(job, spec), pod_templates=dict.fromkeys(names, "new"))  # fmt: skip
+    assert not actions_of(decide(obs), DeletePods)

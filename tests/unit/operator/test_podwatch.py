@@ -1,0 +1,112 @@
+"""The pod store (watch events → per-job PodStates, who is told) and the stream decoder."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from kubetrain_operator.naming import LABEL_JOB_UID
+from kubetrain_operator.podwatch import PodStore, json_lines
+
+pytestmark = pytest.mark.unit
+
+
+def pod(name: str, uid: str = "u1", namespace: str = "ns", **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": {LABEL_JOB_UID: uid}},
+        "spec": {},
+        "status": status,
+    }
+
+
+def recording_store() -> tuple[PodStore, list[str]]:
+    told: list[str] = []
+    return PodStore(on_change=told.append), told
+
+
+def test_events_build_each_jobs_view_and_tell_only_that_job():
+    store, told = recording_store()
+    assert store.apply("ADDED", pod("a-head"))
+    assert store.apply("ADDED", pod("b-head", uid="u2"))
+    assert [p.name for p in store.get("u1")] == ["a-head"]
+    assert told == ["u1", "u2"]
+
+    assert store.apply("MODIFIED", pod("a-head", phase="Running"))
+    assert store.get("u1")[0].phase == "Running"
+    assert told[-1] == "u1"
+
+
+def test_a_change_no_decision_looks_at_tells_nobody():
+    store, told = recording_store()
+    store.apply("ADDED", pod("a-head", phase="Running"))
+    # e.g. a new podIP or a kubelet heartbeat: the summary is the same
+    unchanged = pod("a-head", phase="Running", podIP="10.0.0.7")
+    assert not store.apply("MODIFIED", unchanged)
+    assert told == ["u1"]
+
+
+def test_deleting_the_last_pod_forgets_the_job():
+    store, told = recording_store()
+    store.apply("ADDED", pod("a-head"))
+    assert store.apply("DELETED", pod("a-head"))
+    assert store.get("u1") == ()
+    assert store.by_job == {} and store.namespace_of == {}
+    assert not store.apply("DELETED", pod("a-head")), "a second delete changes nothing"
+    assert told == ["u1", "u1"]
+
+
+def test_pods_of_no_job_are_ignored():
+    store, told = recording_store()
+    foreign = {"metadata": {"name": "x", "namespace": "ns", "labels": {}}, "status": {}}
+    assert not store.apply("ADDED", foreign)
+    assert store.by_job == {} and told == []
+
+
+def test_a_relist_tells_exactly_the_jobs_whose_view_changed():
+    store, told = recording_store()
+    store.apply("ADDED", pod("a-head"))  # u1: unchanged by the relist
+    store.apply("ADDED", pod("b-head", uid="u2"))  # u2: deleted while disconnected
+    store.apply("ADDED", pod("c-head", uid="u3"))  # u3: became Running meanwhile
+    told.clear()
+    store.replace([pod("a-head"), pod("c-head", uid="u3", phase="Running"), pod("d", uid="u4")])
+    assert sorted(told) == ["u2", "u3", "u4"]
+    assert store.get("u2") == ()
+    assert store.get("u3")[0].phase == "Running"
+
+
+def test_a_relist_of_one_namespace_keeps_the_others():
+    store, told = recording_store()
+    store.apply("ADDED", pod("a-head", namespace="one"))
+    store.apply("ADDED", pod("b-head", uid="u2", namespace="two"))
+    told.clear()
+    store.replace([], namespace="one")
+    assert store.get("u1") == () and told == ["u1"]
+    assert [p.name for p in store.get("u2")] == ["b-head"]
+
+
+async def chunks_of(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+def decode(parts: list[bytes]) -> list[Any]:
+    async def collect() -> list[Any]:
+        return [event async for event in json_lines(chunks_of(parts))]
+
+    return asyncio.run(collect())
+
+
+def test_json_lines_reassembles_lines_across_chunks_of_any_size():
+    big = b'{"type":"ADDED","object":{"data":"' + b"x" * 200_000 + b'"}}'
+    stream = b'{"a":1}\n\n' + big + b'\n{"b":2}'
+    for size in (1, 7, 4096, len(stream)):
+        parts = [stream[i : i + size] for i in range(0, len(stream), size)]
+        events = decode(parts)
+        assert [e.get("a") or e.get("b") or len(e["object"]["data"]) for e in events] == [
+            1,
+            200_000,
+            2,
+        ], size
