@@ -93,7 +93,7 @@ class OperatorConfig(_Model):
         "job or its pods, and deadlines, are acted on when they happen, not on this clock.",
     )
     concurrentProvisions: int = Field(
-        48,
+        128,
         ge=1,
         le=1024,
         description="Jobs that create their Ray clusters' objects at the same time; under a "

@@ -3,7 +3,7 @@
 Why not a kopf index: kopf runs every watch event of every pod through its full handler
 machinery (diff base, progress storage, handler invocation), and decodes it with the
 standard ``json`` module. A job's three pods bring a dozen events on the way to Ready, and
-at a thousand jobs that was most of the operator's CPU (BENCHMARKS.md, Operator). Here each
+at a thousand jobs that was the largest share of the operator's CPU (BENCHMARKS.md). Here each
 event is one ``orjson`` decode and a small frozen summary; a job's follower is woken only
 when its summary actually changed.
 

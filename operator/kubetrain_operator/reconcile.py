@@ -365,9 +365,6 @@ async def _ensure_cluster(
     children: builders.Children,
     action: EnsureCluster,
 ) -> None:
-    if action.setup:
-        for wave in children.setup_waves:
-            await asyncio.gather(*(kube.create(obj) for obj in wave))
     wanted = set(action.pods)
     waiting = _bounded(ctx.expectations).setdefault(job.uid, {})
 
@@ -375,4 +372,12 @@ async def _ensure_cluster(
         await kube.create(pod)
         waiting[pod["metadata"]["name"]] = time.monotonic()
 
-    await asyncio.gather(*(create_pod(p) for p in children.pods if p["metadata"]["name"] in wanted))
+    last: tuple[dict[str, Any], ...] = ()
+    if action.setup:
+        # Pods need their ServiceAccount (admission refuses them without it), not the
+        # RoleBinding: they go with the last wave, two round trips in all.
+        *first, last = children.setup_waves
+        for wave in first:
+            await asyncio.gather(*(kube.create(obj) for obj in wave))
+    pods = (create_pod(p) for p in children.pods if p["metadata"]["name"] in wanted)
+    await asyncio.gather(*(kube.create(obj) for obj in last), *pods)

@@ -110,3 +110,30 @@ def test_json_lines_reassembles_lines_across_chunks_of_any_size():
             200_000,
             2,
         ], size
+
+
+def test_followers_wake_on_a_new_job_version_or_a_pod_change_only():
+    from kubetrain_operator.lifecycle import Followers
+
+    async def scenario() -> None:
+        followers = Followers()
+        body = {"metadata": {"uid": "u1", "resourceVersion": "10"}}
+        wake = followers.add("u1", body)
+        followers.tick()
+        assert not wake.is_set(), "nothing changed"
+        body["metadata"]["resourceVersion"] = "11"  # kopf updates its live body in place
+        followers.tick()
+        assert wake.is_set()
+        wake.clear()
+        followers.wake("u1")  # the pod store's callback
+        assert wake.is_set()
+        followers.wake("unknown")  # pods of a job nobody follows: ignored
+        followers.remove("u1", asyncio.Event())  # a stale daemon's remove keeps the new one
+        wake.clear()
+        followers.wake("u1")
+        assert wake.is_set()
+        followers.remove("u1", wake)
+        body["metadata"]["resourceVersion"] = "12"
+        followers.tick()  # no longer followed: nothing to wake, no error
+
+    asyncio.run(scenario())
