@@ -236,6 +236,7 @@ async def burst(
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await watcher
     latencies = sorted(seen[n] - created[n] for n in seen if n in created)
+    to_ready = sorted(ready[n] - created[n] for n in ready if n in created)
     return {
         "jobs": jobs,
         "provisioned": len(seen),
@@ -245,6 +246,9 @@ async def burst(
         "all_ready_s": round(max(ready.values()) - start, 1) if ready else None,
         "p50_s": round(statistics.median(latencies), 2) if latencies else None,
         "p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None,
+        # Per job, creation to a ready Ray cluster (what a user waits for before training).
+        "ready_p50_s": round(statistics.median(to_ready), 2) if to_ready else None,
+        "ready_p99_s": round(to_ready[int(0.99 * (len(to_ready) - 1))], 2) if to_ready else None,
         "window": (before, after, settled),
     }
 
