@@ -37,12 +37,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
 
-    _hide_unused_clients()
-    import kopf
-
     from kubetrain.errors import UserError
 
     from .config import load_config
+
+    overrides: dict[str, object] = {}
+    if args.namespace:
+        overrides["namespaces"] = args.namespace
+    if args.metrics_port is not None:
+        overrides["metricsPort"] = args.metrics_port
+    if args.peering is not None:
+        overrides["peeringName"] = args.peering or None
+    if args.priority is not None:
+        overrides["peeringPriority"] = args.priority
+    try:  # before kopf is even imported: a bad flag or file fails at once, in one line
+        config = load_config(args.config, overrides)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    _hide_unused_clients()
+    import kopf
+
     from .handlers import build_registry
 
     logging.basicConfig(
@@ -51,19 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # kopf's per-object INFO lines ("Timer ... succeeded") cost CPU at scale and say little.
     logging.getLogger("kopf.objects").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    try:
-        config = load_config(args.config)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.namespace:
-        config = config.model_copy(update={"namespaces": args.namespace})
-    if args.metrics_port is not None:
-        config = config.model_copy(update={"metricsPort": args.metrics_port})
-    if args.peering is not None:
-        config = config.model_copy(update={"peeringName": args.peering or None})
-    if args.priority is not None:
-        config = config.model_copy(update={"peeringPriority": args.priority})
 
     _tune_gc()
     loop = _new_loop()

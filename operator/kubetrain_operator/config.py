@@ -9,18 +9,24 @@ that hardware lives here, so that a TrainingJob stays short and portable between
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from kubetrain.api.manifests import errors_of
 from kubetrain.api.v1alpha1 import Toleration
 from kubetrain.errors import UserError
 
 #: Environment variable naming the YAML file to read (the chart mounts its ConfigMap there).
 CONFIG_ENV = "KUBETRAIN_OPERATOR_CONFIG"
 DEFAULT_CONFIG_PATH = Path("/etc/kubetrain-operator/config.yaml")
+
+
+#: A namespace name (RFC 1123 label).
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
 class _Model(BaseModel):
@@ -81,8 +87,10 @@ class OperatorConfig(_Model):
     )
     imagePullSecrets: list[str] = Field(default_factory=list)
     podSecurity: PodSecurity = Field(default_factory=PodSecurity)
-    namespaces: list[str] = Field(
-        default_factory=list, description="Namespaces to watch; empty means all (cluster-wide)."
+    namespaces: list[Annotated[str, StringConstraints(pattern=NAMESPACE_PATTERN)]] = Field(
+        default_factory=list,
+        description="Namespaces to watch, by name (no patterns: each gets its own Role and pod "
+        "watch); empty means all (cluster-wide).",
     )
     ray: RayAccess = Field(default_factory=RayAccess)
     followIntervalSeconds: float = Field(
@@ -125,17 +133,22 @@ class OperatorConfig(_Model):
     )
 
 
-def load_config(path: str | Path | None = None) -> OperatorConfig:
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> OperatorConfig:
     """Read the config from ``path``, else ``$KUBETRAIN_OPERATOR_CONFIG``, else the chart's
-    mount point; a missing default file means all defaults (handy for development)."""
+    mount point (a missing default file means all defaults, handy for development); then
+    apply ``overrides`` (command-line flags), validating the result as a whole."""
     explicit = path or os.environ.get(CONFIG_ENV)
     file = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
-    if not file.exists():
-        if explicit:
-            raise UserError("operator config file not found", field=str(file))
-        return OperatorConfig()
+    if not file.exists() and explicit:
+        raise UserError("operator config file not found", field=str(file))
     try:
-        data = yaml.safe_load(file.read_text()) or {}
-        return OperatorConfig.model_validate(data)
-    except (yaml.YAMLError, ValidationError) as exc:
+        data = (yaml.safe_load(file.read_text()) or {}) if file.exists() else {}
+        return OperatorConfig.model_validate({**data, **(overrides or {})})
+    except yaml.YAMLError as exc:
         raise UserError(f"invalid operator config: {exc}", field=str(file)) from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{e.path}: {e.message}" for e in errors_of(exc))
+        where = str(file) if file.exists() else "command line"
+        raise UserError(f"invalid operator config: {problems}", field=where) from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +43,35 @@ SHOW_LOGS_ENV = "KUBETRAIN_RAY_LOGS"
 
 def temp_dir() -> str:
     return f"/tmp/kubetrain-{os.getuid()}"
+
+
+#: Finished local Ray sessions kept for their logs; older ones are removed at the next start.
+KEEP_SESSIONS = 5
+
+
+def prune_sessions(root: str | Path, keep: int = KEEP_SESSIONS) -> list[Path]:
+    """Remove the session folders of finished local runs but the newest ``keep``: Ray
+    never deletes them (tens of MB a day of test runs). A session whose starting process
+    (the pid that ends its name) still runs is never touched. Returns what was removed."""
+    folders = sorted(Path(root).glob("session_2*"), key=lambda p: p.name, reverse=True)
+    removed: list[Path] = []
+    for folder in folders[keep:]:
+        pid = folder.name.rsplit("_", 1)[-1]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def logs_dir() -> str:
@@ -133,6 +163,7 @@ def ray_session(*, local: bool) -> Iterator[RaySession]:
         os.environ["RAY_AUTH_TOKEN_PATH"] = _private_token()
         os.environ["RAY_AUTH_MODE"] = "token"
         _reload_ray_config()
+    prune_sessions(temp_dir())
     ray.init(
         num_cpus=os.cpu_count() or 1,
         include_dashboard=False,

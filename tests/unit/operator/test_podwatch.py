@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+from kubetrain_operator.kube import KubeApi
 from kubetrain_operator.naming import LABEL_JOB_UID
-from kubetrain_operator.podwatch import PodStore, json_lines
+from kubetrain_operator.podwatch import PodStore, PodWatch, json_lines
 
 pytestmark = pytest.mark.unit
 
@@ -135,5 +139,72 @@ def test_followers_wake_on_a_new_job_version_or_a_pod_change_only():
         followers.remove("u1", wake)
         body["metadata"]["resourceVersion"] = "12"
         followers.tick()  # no longer followed: nothing to wake, no error
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------- the watch loop, against a fake server
+
+
+def test_the_watch_resumes_from_its_version_and_lists_again_when_expired():
+    """List (v1) → watch from v1: an event, then the stream ends → watch again from the
+    event's version → ERROR 410 → list again (the pod is gone meanwhile) → watch."""
+    requests: list[dict[str, str]] = []
+    lists = [
+        {"metadata": {"resourceVersion": "1"}, "items": [pod("a-head")]},
+        {"metadata": {"resourceVersion": "9"}, "items": []},
+    ]
+    running = pod("a-head", phase="Running")
+    running["metadata"]["resourceVersion"] = "5"
+    streams = [
+        [{"type": "ADDED", "object": pod("b-head", uid="u2")},
+         {"type": "MODIFIED", "object": running}],
+        [{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}}],
+        [{"type": "ERROR", "object": {"code": 410, "message": "too old resource version"}}],
+    ]  # fmt: skip
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        requests.append(dict(request.query))
+        if "watch" not in request.query:
+            return web.json_response(lists.pop(0) if lists else {"metadata": {}, "items": []})
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for event in streams.pop(0) if streams else []:
+            await response.write(json.dumps(event).encode() + b"\n")
+        if not streams and not lists:
+            await finished.wait()  # the last watch stays open
+        return response
+
+    finished = asyncio.Event()
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_get("/api/v1/namespaces/ns/pods", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        told: list[str] = []
+        async with aiohttp.ClientSession() as session:
+            api = KubeApi(f"http://127.0.0.1:{port}", session)
+            watch = PodWatch(lambda: api, "sel=1", ["ns"], PodStore(on_change=told.append))
+            watch.start()
+            try:
+                await asyncio.wait_for(watch.synced.wait(), 5)
+                for _ in range(200):
+                    if len(requests) >= 5:
+                        break
+                    await asyncio.sleep(0.02)
+            finally:
+                finished.set()
+                await watch.stop()
+                await runner.cleanup()
+        versions = [(("watch" in q), q.get("resourceVersion")) for q in requests[:5]]
+        assert versions == [(False, None), (True, "1"), (True, "5"), (True, "7"), (False, None)]
+        assert all(q["labelSelector"] == "sel=1" for q in requests)
+        assert watch.store.get("u1") == (), "the relist shows a-head gone"
+        assert [p.name for p in watch.store.get("u2")] == [], "and b-head too"
+        assert "u1" in told and "u2" in told
 
     asyncio.run(scenario())
