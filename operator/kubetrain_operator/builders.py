@@ -32,6 +32,9 @@ from .naming import (
     CLIENT_PORT,
     DASHBOARD_PORT,
     GCS_PORT,
+    KUEUE_GROUP_SIZE,
+    KUEUE_POD_GROUP,
+    KUEUE_QUEUE,
     LABEL_JOB_UID,
     LABEL_ROLE,
     ROLE_HEAD,
@@ -325,6 +328,11 @@ def _pod(
         pod_spec["imagePullSecrets"] = [{"name": s} for s in config.imagePullSecrets]
     metadata = _metadata(job, name, f"ray-{role}", **{LABEL_ROLE: role})
     metadata["annotations"] = {ANNOTATION_TEMPLATE: template_hash(pod_spec)}
+    if job.queue:
+        # Kueue admits the head and every worker together, or none (a plain-pod group);
+        # until then its webhook holds the pods with a scheduling gate.
+        metadata["labels"] |= {KUEUE_QUEUE: job.queue, KUEUE_POD_GROUP: job.cluster}
+        metadata["annotations"][KUEUE_GROUP_SIZE] = str(1 + spec.training.workers)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 

@@ -27,6 +27,11 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_TEMPLATE = f"{GROUP}/pod-template-hash"
 MANAGED_BY = "kubetrain-operator"
 
+#: Kueue's plain-pod groups: a job labelled with a queue is admitted as one gang.
+KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+KUEUE_POD_GROUP = "kueue.x-k8s.io/pod-group-name"
+KUEUE_GROUP_SIZE = "kueue.x-k8s.io/pod-group-total-count"
+
 ROLE_HEAD = "head"
 ROLE_WORKER = "worker"
 
@@ -38,6 +43,8 @@ class JobRef:
     name: str
     namespace: str
     uid: str
+    #: The job's ``kueue.x-k8s.io/queue-name`` label: its pods then form a Kueue pod group.
+    queue: str | None = None
 
     @property
     def cluster(self) -> str:

@@ -1,7 +1,7 @@
 """The I/O half of a reconciliation: gather what is (the job, its pods from the operator's
-index, its Ray job), let :func:`status.decide` say what should be, then do it.
+pod watch, its Ray job), let :func:`status.decide` say what should be, then do it.
 
-Handlers in ``handlers.py`` call :func:`reconcile`; nothing here decides anything.
+The daemon in ``lifecycle.py`` calls :func:`reconcile`; nothing here decides anything.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from kubetrain.errors import SpecError
 from . import builders, metrics, status
 from .config import OperatorConfig
 from .kube import ApiError, KubeApi
-from .naming import DASHBOARD_PORT, ROLE_HEAD, ROLE_WORKER, JobRef
+from .naming import DASHBOARD_PORT, KUEUE_QUEUE, ROLE_HEAD, ROLE_WORKER, JobRef
 from .rayjobs import RayJobsClient, RayJobsError
 from .status import (
     DeleteJob,
@@ -56,10 +56,10 @@ class Context:
     config: OperatorConfig
     kube: KubeApi | None = None
     ray_session: aiohttp.ClientSession | None = None
-    #: Parsed spec per (uid, generation): a spec only changes with its generation, and
+    #: Parsed spec per (uid, generation, queue): a spec only changes with its generation, and
     #: parsing it on every look is the largest cost of a reconciliation.
-    specs: dict[tuple[str, int], ParsedSpec] = field(default_factory=dict)
-    #: Pods this process created that the index has not shown yet (the "expectations" of
+    specs: dict[tuple[str, int, str | None], ParsedSpec] = field(default_factory=dict)
+    #: Pods this process created that the pod watch has not shown yet (the "expectations" of
     #: Kubernetes' own controllers): under load the watch lags behind the creates, and a
     #: look in between must not take them for missing and create them again.
     expectations: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -166,7 +166,7 @@ def _bounded(table: dict[Any, Any]) -> dict[Any, Any]:
 
 
 def _with_expected_pods(ctx: Context, uid: str, pods: tuple[PodState, ...]) -> tuple[PodState, ...]:
-    """The index's pods plus those created recently but not in the index yet, as Pending
+    """The watched pods plus those created recently but not seen by the watch yet, as Pending
     placeholders, so that a lagging watch never causes a second create."""
     waiting = ctx.expectations.get(uid)
     if not waiting:
@@ -190,7 +190,8 @@ def _with_expected_pods(ctx: Context, uid: str, pods: tuple[PodState, ...]) -> t
 
 def _job_ref(body: dict[str, Any]) -> JobRef:
     meta = body["metadata"]
-    return JobRef(meta["name"], meta["namespace"], meta["uid"])
+    queue = (meta.get("labels") or {}).get(KUEUE_QUEUE)
+    return JobRef(meta["name"], meta["namespace"], meta["uid"], queue or None)
 
 
 def _current_status(raw: dict[str, Any] | None) -> TrainingJobStatus:
@@ -272,7 +273,7 @@ async def reconcile(
     job = _job_ref(body)
     current = _current_status(body.get("status"))
     generation = body["metadata"].get("generation", 1)
-    key = (job.uid, generation)
+    key = (job.uid, generation, job.queue)  # a spec, and the queue its pods are labelled with
     if key not in ctx.specs:
         _bounded(ctx.specs)[key] = _parse(job, body.get("spec"), config)
     parsed: ParsedSpec = ctx.specs[key]

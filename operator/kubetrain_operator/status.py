@@ -73,7 +73,7 @@ def parse_time(text: str | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class PodState:
-    """What matters of one pod, small enough to keep thousands in the operator's index."""
+    """What matters of one pod, small enough to keep thousands in the operator's pod store."""
 
     name: str
     role: str
@@ -84,6 +84,7 @@ class PodState:
     created: str | None = None
     problem: tuple[str, str] | None = None  # (reason, message) from scheduler or kubelet
     template: str | None = None  # the pod-template hash it was built with
+    gated: bool = False  # held back by a scheduling gate (e.g. Kueue, until admitted)
 
 
 def summarize_pod(body: dict[str, Any]) -> PodState:
@@ -122,6 +123,7 @@ def summarize_pod(body: dict[str, Any]) -> PodState:
         created=meta.get("creationTimestamp"),
         problem=problem,
         template=(meta.get("annotations") or {}).get(ANNOTATION_TEMPLATE),
+        gated=bool(spec.get("schedulingGates")),
     )
 
 
@@ -260,6 +262,7 @@ class ClusterHealth:
     all_scheduled: bool
     started_at: datetime | None  # creation of the oldest current pod
     outdated: tuple[str, ...] = ()  # built from an older spec: to replace while not running
+    gated: bool = False  # some pod waits for admission (a queue), not for the scheduler
 
 
 def assess_cluster(
@@ -268,6 +271,7 @@ def assess_cluster(
     by_name = {p.name: p for p in pods}
     templates = templates or {}
     missing, broken, created, outdated = [], [], [], []
+    gated = False
     problem: tuple[str, str] | None = None
     ready = scheduled = True
     for name in expected:
@@ -290,11 +294,12 @@ def assess_cluster(
             ready = False
         if pod.node is None:
             scheduled = False
+        gated = gated or pod.gated
         if pod.problem and (problem is None or pod.role == ROLE_HEAD):
             problem = (pod.problem[0], f"pod {name}: {pod.problem[1]}")
     started = min((c for c in created if c is not None), default=None)
     return ClusterHealth(
-        ready, tuple(missing), tuple(broken), problem, scheduled, started, tuple(outdated)
+        ready, tuple(missing), tuple(broken), problem, scheduled, started, tuple(outdated), gated
     )
 
 
@@ -426,6 +431,14 @@ def _provision(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: Cluster
             st.progress = Progress(stage="data", totalEpochs=spec.training.epochs)
         elif resumed:
             st.progress = st.progress.model_copy(update={"stage": "data"})
+        return w.plan()
+
+    queued = _queued(w, health)
+    if queued is not None:
+        # Waiting in a queue is not a failure to start: no startup deadline meanwhile.
+        w.condition("ClusterReady", False, "Queued", queued)
+        if st.phase != "Retrying":
+            w.phase("Pending", "Queued", queued)
         return w.plan()
 
     if health.problem is not None:
@@ -582,10 +595,29 @@ def _merge_final(w: _Writer, final: FinalReport | None) -> None:
         st.dataStats = DataStats.model_validate(final.data_stats)
 
 
+def _queued(w: _Writer, health: ClusterHealth) -> str | None:
+    """While any pod is scheduling-gated, the message saying so (condition ``Queued``
+    True); once the gates are gone, ``Queued`` turns False with the admission time, from
+    which the startup deadline counts."""
+    queue = w.obs.job.queue
+    if health.gated:
+        where = f" in Kueue queue {queue}" if queue else ""
+        message = f"waiting for admission{where}: pods are held by a scheduling gate"
+        w.condition("Queued", True, "SchedulingGated", message)
+        return message
+    if _condition_reason(w.status, "Queued") == "SchedulingGated":
+        w.condition("Queued", False, "Admitted", "pods released for scheduling")
+    return None
+
+
 def _startup_since(st: TrainingJobStatus, health: ClusterHealth, now: datetime) -> datetime:
     """When the current cluster started coming up: its oldest pod, else the time the
-    cluster was last seen not ready."""
-    return health.started_at or _condition_since(st, "ClusterReady") or now
+    cluster was last seen not ready; never before the job left its queue."""
+    since = health.started_at or _condition_since(st, "ClusterReady") or now
+    admitted = (
+        _condition_since(st, "Queued") if _condition_reason(st, "Queued") == "Admitted" else None
+    )
+    return max(since, admitted) if admitted else since
 
 
 def next_deadline(obs: Observed) -> datetime | None:
@@ -610,8 +642,9 @@ def next_deadline(obs: Observed) -> datetime | None:
         moments.append(started + timedelta(seconds=spec.runPolicy.activeDeadlineSeconds))
     if st.phase != "Running":
         health = assess_cluster(obs.expected_pods, obs.pods)
-        since = _startup_since(st, health, obs.now)
-        moments.append(since + timedelta(seconds=spec.runPolicy.startupDeadlineSeconds))
+        if not health.gated:  # queued: no startup deadline runs
+            since = _startup_since(st, health, obs.now)
+            moments.append(since + timedelta(seconds=spec.runPolicy.startupDeadlineSeconds))
     return min(moments, default=None)
 
 

@@ -314,3 +314,21 @@ def test_the_pod_template_hash_follows_the_pod_spec_only(job, make_spec, make_co
     head = make_spec(cluster__head__resources__cpu="2")
     assert templates(head)[job.head_pod] != base[job.head_pod]
     assert templates(head)[job.worker_pod(0)] == base[job.worker_pod(0)]
+
+
+def test_a_queued_job_makes_its_pods_one_kueue_pod_group(job, make_spec, make_config):
+    from kubetrain_operator.naming import JobRef
+
+    spec, config = make_spec(training__workers=3), make_config()
+    plain = builders.build_children(job, spec, resolve_placement(spec, config), config)
+    assert not any("kueue.x-k8s.io/queue-name" in p["metadata"]["labels"] for p in plain.pods)
+
+    queued = JobRef(job.name, job.namespace, job.uid, queue="gpu-team")
+    kids = builders.build_children(queued, spec, resolve_placement(spec, config), config)
+    assert len(kids.pods) == 4
+    for pod in kids.pods:
+        labels, notes = pod["metadata"]["labels"], pod["metadata"]["annotations"]
+        assert labels["kueue.x-k8s.io/queue-name"] == "gpu-team"
+        assert labels["kueue.x-k8s.io/pod-group-name"] == queued.cluster
+        assert notes["kueue.x-k8s.io/pod-group-total-count"] == "4"
+    assert builders.pod_templates(kids) == builders.pod_templates(plain), "spec unchanged"

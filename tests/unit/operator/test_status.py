@@ -635,3 +635,43 @@ def test_pods_without_a_template_hash_are_left_alone(job, make_spec):
     obs = observe(job, spec, {"phase": "Provisioning", "startTime": EARLIER},
                   cluster_pods(job, spec), pod_templates=dict.fromkeys(names, "new"))  # fmt: skip
     assert not actions_of(decide(obs), DeletePods)
+
+
+# ------------------------------------------------------------ queues (Kueue)
+
+
+def test_a_queued_gang_waits_without_a_startup_deadline_then_counts_from_admission(job, make_spec):
+    from kubetrain_operator.naming import JobRef
+
+    queued_job = JobRef(job.name, job.namespace, job.uid, queue="gpu-team")
+    spec = make_spec(runPolicy__startupDeadlineSeconds=60)
+    hour_ago = timestamp(NOW - timedelta(hours=1))
+    gated = tuple(replace(p, gated=True, node=None, phase="Pending", ready=False)
+                  for p in cluster_pods(queued_job, spec, created=hour_ago))  # fmt: skip
+    obs = observe(queued_job, spec, {"phase": "Pending", "startTime": hour_ago}, gated)
+    plan = decide(obs)
+    assert (plan.status.phase, plan.status.reason) == ("Pending", "Queued")
+    assert "gpu-team" in plan.status.message
+    assert cond(plan.status, "Queued").status == "True"
+    assert next_deadline(replace(obs, status=plan.status)) is None, "no deadline while queued"
+
+    # Admitted an hour after the pods were made: the 60 s start-up clock starts now.
+    released = tuple(replace(p, gated=False) for p in gated)
+    admitted = decide(replace(obs, status=plan.status, pods=released))
+    assert admitted.status.phase != "Failed"
+    queued = cond(admitted.status, "Queued")
+    assert (queued.status, queued.reason) == ("False", "Admitted")
+    later = replace(obs, status=admitted.status, pods=released, now=NOW + timedelta(seconds=61))
+    assert decide(later).status.reason == "StartupDeadlineExceeded"
+
+
+def test_summarize_pod_sees_a_scheduling_gate():
+    gate = {"name": "kueue.x-k8s.io/admission"}
+    scheduled = {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}
+    body = {
+        "metadata": {"name": "p"},
+        "spec": {"schedulingGates": [gate]},
+        "status": {"phase": "Pending", "conditions": [scheduled]},
+    }
+    state = summarize_pod(body)
+    assert state.gated and state.problem is None
