@@ -37,19 +37,23 @@ TRANSITIONS = Counter(
 
 _lock = threading.Lock()
 _phases: dict[str, str] = {}
+_tally: _Tally[str] = _Tally()
 
 
 def observe_phase(uid: str, phase: str | None) -> None:
-    """Record a job's phase (None when the job is gone) and refresh the gauge."""
+    """Record a job's phase (None when the job is gone) and move the gauge: only the two
+    phases concerned change, so a look costs the same with ten jobs or ten thousand."""
     with _lock:
-        if phase is None:
-            _phases.pop(uid, None)
-        else:
+        old = _phases.pop(uid, None) if phase is None else _phases.get(uid)
+        if old == phase:
+            return
+        if phase is not None:
             _phases[uid] = phase
-        tally = _Tally(_phases.values())
-    for name in ("Pending", "Provisioning", "Running", "Succeeded", "Failed", "Suspended",
-                 "Retrying"):  # fmt: skip
-        JOBS.labels(phase=name).set(tally.get(name, 0))
+            _tally[phase] += 1
+            JOBS.labels(phase=phase).set(_tally[phase])
+        if old is not None:
+            _tally[old] -= 1
+            JOBS.labels(phase=old).set(_tally[old])
 
 
 def serve(port: int) -> None:

@@ -136,6 +136,7 @@ class Context:
 
     def forget(self, uid: str) -> None:
         """Drop a job's per-job state once its daemon ends (deleted, or operator stopping)."""
+        metrics.observe_phase(uid, None)
         self.looks.pop(uid, None)
         self.expectations.pop(uid, None)
         for key in [k for k in self.specs if k[0] == uid]:

@@ -89,13 +89,20 @@ def test_status_patch_targets_the_subresource():
 
 
 def test_jobs_by_phase_gauge():
+    def gauge(phase: str) -> float:
+        return JOBS.labels(phase=phase)._value.get()
+
+    base_running, base_failed = gauge("Running"), gauge("Failed")
     observe_phase("uid-a", "Running")
     observe_phase("uid-b", "Running")
+    observe_phase("uid-b", "Running")  # the same phase again counts once
+    assert gauge("Running") == base_running + 2
     observe_phase("uid-b", "Failed")
-    assert JOBS.labels(phase="Running")._value.get() >= 1
+    assert (gauge("Running"), gauge("Failed")) == (base_running + 1, base_failed + 1)
     observe_phase("uid-a", None)
     observe_phase("uid-b", None)
-    assert JOBS.labels(phase="Running")._value.get() == 0
+    observe_phase("uid-c", None)  # never seen: nothing to take away
+    assert (gauge("Running"), gauge("Failed")) == (base_running, base_failed)
 
 
 @pytest.mark.parametrize(
