@@ -413,6 +413,7 @@ def _provision(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: Cluster
         setup = len(health.missing) == len(obs.expected_pods)
         w.actions.append(EnsureCluster(health.missing, setup))
 
+    queued = _queued(w, health)  # (also records the admission once the gates are gone)
     if health.ready:
         w.condition("ClusterReady", True, "ClusterReady", "head and all workers are ready")
         if not obs.submit_enabled:
@@ -433,7 +434,6 @@ def _provision(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: Cluster
             st.progress = st.progress.model_copy(update={"stage": "data"})
         return w.plan()
 
-    queued = _queued(w, health)
     if queued is not None:
         # Waiting in a queue is not a failure to start: no startup deadline meanwhile.
         w.condition("ClusterReady", False, "Queued", queued)
