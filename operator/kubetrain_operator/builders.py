@@ -49,6 +49,9 @@ API_DEFAULT_IMAGE = ClusterSpec.model_fields["image"].default
 #: The dashboard agent's port: the workers' readiness probe asks their raylet through it.
 AGENT_PORT = 52365
 OUTPUT_MOUNT = "/output"
+VOLCANO_API = "scheduling.volcano.sh/v1beta1"
+#: The annotation by which Volcano finds a pod's PodGroup.
+VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 
 Obj = dict[str, Any]
 
@@ -63,18 +66,21 @@ class Children:
     head: Obj
     workers: tuple[Obj, ...]
     runtime_rbac: tuple[Obj, ...]
+    pod_group: Obj | None = None  # Volcano's gang, when the pool uses it
 
     @property
     def setup(self) -> tuple[Obj, ...]:
-        return (self.config_map, *self.runtime_rbac, self.service)
+        group = (self.pod_group,) if self.pod_group else ()
+        return (self.config_map, *self.runtime_rbac, self.service, *group)
 
     @property
     def setup_waves(self) -> tuple[tuple[Obj, ...], ...]:
         """Setup objects in creation order: the API server checks a RoleBinding against
-        the rules of its Role (no privilege escalation), so the Role must exist first."""
+        the rules of its Role (no privilege escalation), so the Role must exist first; the
+        pods may go with the last wave, but not before a PodGroup they belong to."""
         bindings = tuple(o for o in self.setup if o["kind"] == "RoleBinding")
         rest = tuple(o for o in self.setup if o["kind"] != "RoleBinding")
-        return (rest, bindings) if bindings else (rest,)
+        return (rest, bindings) if bindings or self.pod_group else (rest,)
 
     @property
     def pods(self) -> tuple[Obj, ...]:
@@ -95,7 +101,23 @@ def build_children(
             for index in range(spec.training.workers)
         ),
         runtime_rbac=rbac,
+        pod_group=volcano_pod_group(job, spec, placement),
     )
+
+
+def volcano_pod_group(job: JobRef, spec: TrainingJobSpec, placement: Placement) -> Obj | None:
+    """Volcano schedules the head and every worker together or not at all."""
+    if placement.volcano_queue is None:
+        return None
+    group: Obj = {"minMember": 1 + spec.training.workers, "queue": placement.volcano_queue}
+    if spec.cluster.priorityClassName:
+        group["priorityClassName"] = spec.cluster.priorityClassName
+    return {
+        "apiVersion": VOLCANO_API,
+        "kind": "PodGroup",
+        "metadata": _metadata(job, job.cluster, "pod-group"),
+        "spec": group,
+    }
 
 
 def expected_pod_names(job: JobRef, spec: TrainingJobSpec) -> tuple[str, ...]:
@@ -318,6 +340,8 @@ def _pod(
         pod_spec["tolerations"] = [_toleration(t) for t in placement.tolerations]
     if cluster.priorityClassName:
         pod_spec["priorityClassName"] = cluster.priorityClassName
+    if placement.volcano_queue is not None:
+        pod_spec["schedulerName"] = "volcano"
     if cluster.serviceAccountName:
         pod_spec["serviceAccountName"] = cluster.serviceAccountName
     elif uses_runtime_account:
@@ -328,6 +352,8 @@ def _pod(
         pod_spec["imagePullSecrets"] = [{"name": s} for s in config.imagePullSecrets]
     metadata = _metadata(job, name, f"ray-{role}", **{LABEL_ROLE: role})
     metadata["annotations"] = {ANNOTATION_TEMPLATE: template_hash(pod_spec)}
+    if placement.volcano_queue is not None:
+        metadata["annotations"][VOLCANO_GROUP] = job.cluster
     if job.queue:
         # Kueue admits the head and every worker together, or none (a plain-pod group);
         # until then its webhook holds the pods with a scheduling gate.

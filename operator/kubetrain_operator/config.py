@@ -43,6 +43,12 @@ class NodePool(_Model):
     gpusPerNode: int | None = Field(
         None, ge=1, description="GPUs of one node, when known: larger asks fail validation."
     )
+    gangScheduler: Literal["none", "volcano"] = Field(
+        "none",
+        description="volcano: the pool's pods are scheduled by Volcano as one gang (a PodGroup "
+        "per job with minMember = head + workers), so a job never holds part of the GPUs.",
+    )
+    volcanoQueue: str = Field("default", min_length=1, description="Volcano queue of the gangs.")
 
 
 class PodSecurity(_Model):

@@ -36,6 +36,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("rbac.authorization.k8s.io/v1", "Role"): "roles",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rolebindings",
     (f"{GROUP}/{VERSION}", "TrainingJob"): PLURAL,
+    ("scheduling.volcano.sh/v1beta1", "PodGroup"): "podgroups",
 }
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 

@@ -28,6 +28,8 @@ class Placement:
     node_selector: dict[str, str]
     tolerations: tuple[Toleration, ...]
     gpu_resource: str
+    #: Volcano queue when the pool schedules gangs with Volcano, else None.
+    volcano_queue: str | None = None
 
 
 def parse_spec(raw: Any) -> TrainingJobSpec:
@@ -87,4 +89,5 @@ def resolve_placement(spec: TrainingJobSpec, config: OperatorConfig) -> Placemen
         node_selector=selector,
         tolerations=tolerations,
         gpu_resource=pool.gpuResource if pool else "nvidia.com/gpu",
+        volcano_queue=pool.volcanoQueue if pool and pool.gangScheduler == "volcano" else None,
     )

@@ -332,3 +332,29 @@ def test_a_queued_job_makes_its_pods_one_kueue_pod_group(job, make_spec, make_co
         assert labels["kueue.x-k8s.io/pod-group-name"] == queued.cluster
         assert notes["kueue.x-k8s.io/pod-group-total-count"] == "4"
     assert builders.pod_templates(kids) == builders.pod_templates(plain), "spec unchanged"
+
+
+@pytest.mark.parametrize("runtime_rbac", [True, False])
+def test_a_volcano_pool_makes_one_pod_group_per_job(job, make_spec, make_config, runtime_rbac):
+    from kubetrain_operator.config import NodePool
+
+    config = make_config(createRuntimeRbac=runtime_rbac)
+    config.nodePools["gang"] = NodePool(gangScheduler="volcano", volcanoQueue="research")
+    spec = make_spec(training__workers=3, cluster__nodePool="gang")
+    kids = builders.build_children(job, spec, resolve_placement(spec, config), config)
+    group = kids.pod_group
+    assert group is not None and group["kind"] == "PodGroup"
+    assert group["spec"] == {"minMember": 4, "queue": "research"}
+    assert group["metadata"]["ownerReferences"][0]["uid"] == job.uid
+    first, *later = kids.setup_waves
+    assert group in first, "the gang exists before any of its pods"
+    assert later, "pods never go with the wave that creates their PodGroup"
+    for pod in kids.pods:
+        assert pod["spec"]["schedulerName"] == "volcano"
+        assert pod["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == job.cluster
+
+    plain = make_spec(training__workers=3)
+    assert (
+        builders.build_children(job, plain, resolve_placement(plain, config), config).pod_group
+        is None
+    )
