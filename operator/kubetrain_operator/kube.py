@@ -86,6 +86,7 @@ class KubeApi:
         """Build from a :class:`kopf.ConnectionInfo` (what ``@kopf.on.login`` returned)."""
         session = aiohttp.ClientSession(
             headers=info.as_http_headers(),
+            cookie_jar=aiohttp.DummyCookieJar(),  # the API server sets none: skip the lookups
             connector=aiohttp.TCPConnector(
                 ssl=info.as_ssl_context(), limit=64, enable_cleanup_closed=True
             ),
