@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from fake_api import start_fake_api
 
 from kubetrain_operator.kube import ApiError, KubeApi
 from kubetrain_operator.metrics import JOBS, observe_phase
@@ -30,20 +31,14 @@ def serve(answers: list[tuple[int, dict[str, str]]], scenario: Callable[[KubeApi
         return web.json_response({"message": f"HTTP {status}"}, status=status, headers=headers)
 
     async def main() -> Any:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, base = await start_fake_api(handler)
         delays: list[float] = []
 
         async def no_sleep(delay: float) -> None:
             delays.append(delay)
 
         async with aiohttp.ClientSession() as session:
-            api = KubeApi(f"http://127.0.0.1:{port}", session, sleep=no_sleep)
+            api = KubeApi(base, session, sleep=no_sleep)
             try:
                 return await scenario(api), seen, delays
             finally:

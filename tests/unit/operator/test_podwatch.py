@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from fake_api import start_fake_api
 
 from kubetrain_operator.kube import KubeApi
 from kubetrain_operator.naming import LABEL_JOB_UID
@@ -178,16 +179,10 @@ def test_the_watch_resumes_from_its_version_and_lists_again_when_expired():
     finished = asyncio.Event()
 
     async def scenario() -> None:
-        app = web.Application()
-        app.router.add_get("/api/v1/namespaces/ns/pods", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, base = await start_fake_api(handler, "/api/v1/namespaces/ns/pods", "GET")
         told: list[str] = []
         async with aiohttp.ClientSession() as session:
-            api = KubeApi(f"http://127.0.0.1:{port}", session)
+            api = KubeApi(base, session)
             watch = PodWatch(lambda: api, "sel=1", ["ns"], PodStore(on_change=told.append))
             watch.start()
             try:
