@@ -56,9 +56,9 @@ class Context:
     config: OperatorConfig
     kube: KubeApi | None = None
     ray_session: aiohttp.ClientSession | None = None
-    #: Parsed spec per (uid, generation, queue): a spec only changes with its generation, and
-    #: parsing it on every look is the largest cost of a reconciliation.
-    specs: dict[tuple[str, int, str | None], ParsedSpec] = field(default_factory=dict)
+    #: Per job uid, its spec parsed for one (generation, queue): a spec only changes with its
+    #: generation, and parsing it on every look is the largest cost of a reconciliation.
+    specs: dict[str, tuple[tuple[int, str | None], ParsedSpec]] = field(default_factory=dict)
     #: Pods this process created that the pod watch has not shown yet (the "expectations" of
     #: Kubernetes' own controllers): under load the watch lags behind the creates, and a
     #: look in between must not take them for missing and create them again.
@@ -139,8 +139,7 @@ class Context:
         metrics.observe_phase(uid, None)
         self.looks.pop(uid, None)
         self.expectations.pop(uid, None)
-        for key in [k for k in self.specs if k[0] == uid]:
-            del self.specs[key]
+        self.specs.pop(uid, None)
 
     async def close(self) -> None:
         for task in list(self.background):
@@ -274,10 +273,11 @@ async def reconcile(
     job = _job_ref(body)
     current = _current_status(body.get("status"))
     generation = body["metadata"].get("generation", 1)
-    key = (job.uid, generation, job.queue)  # a spec, and the queue its pods are labelled with
-    if key not in ctx.specs:
-        _bounded(ctx.specs)[key] = _parse(job, body.get("spec"), config)
-    parsed: ParsedSpec = ctx.specs[key]
+    version = (generation, job.queue)  # a spec, and the queue its pods are labelled with
+    cached = ctx.specs.get(job.uid)
+    if cached is None or cached[0] != version:
+        cached = _bounded(ctx.specs)[job.uid] = (version, _parse(job, body.get("spec"), config))
+    parsed = cached[1]
     spec, error = parsed.spec, parsed.error
     expected = builders.expected_pod_names(job, spec) if spec else ()
     seen = _with_expected_pods(ctx, job.uid, tuple(sorted(pods, key=lambda p: p.name)))
