@@ -2,9 +2,11 @@
 """Scale benchmark of the kubetrain operator: a burst of TrainingJobs on kwok node pools.
 
 For each job the operator creates a ConfigMap, a ServiceAccount + Role + RoleBinding, a head
-Service and (1 + workers) pods, and writes status. Measured, for the operator and for a
-*floor* (a plain async client that reacts to the same burst by creating the same objects and
-writing the same status, with no kopf and no operator logic):
+Service and (1 + workers) pods, and writes status. Measured, side by side in one run, for
+the operator, for the issue's reference (*kopf*: a minimal kopf operator, one on.create
+handler creating the same children, see kopf_minimal.py) and for a *floor* (a plain async
+client that reacts to the same burst by creating the same objects and writing the same
+status, with no kopf and no operator logic):
 
 - time until every job is provisioned (children created and status set), p50/p99 per job;
 - CPU-ms per job and peak RSS of the operator / floor process;
@@ -49,7 +51,11 @@ from kubetrain_operator.kube import KubeApi  # noqa: E402
 from kubetrain_operator.naming import JobRef  # noqa: E402
 from kubetrain_operator.validation import resolve_placement  # noqa: E402
 
+#: The operator, the issue's reference (a minimal kopf operator creating the same children:
+#: kopf_minimal.py) and the floor (a plain client, no kopf).
+SIDES = ("operator", "kopf", "floor")
 RULES = REPO / "charts" / "kubetrain" / "files" / "operator-rules.yaml"
+FINALIZER_POLICY = REPO / "charts" / "kubetrain" / "files" / "finalizer-policy.yaml"
 POOL = "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RATIO_KEYS = (
@@ -161,6 +167,33 @@ async def service_account_kubeconfig(
         )
     )
     return out, f"system:serviceaccount:{namespace}:{name}"
+
+
+async def install_finalizer_policy(api: KubeApi, namespace: str) -> None:
+    """The chart's finalizer policy (as `helm install` renders it on this cluster), bound to
+    one namespace; returns once the API server applies it."""
+    group = "/apis/admissionregistration.k8s.io/v1"
+    name = f"kubetrain-finalizer-{namespace}"
+    head = {"apiVersion": "admissionregistration.k8s.io/v1", "metadata": {"name": name}}
+    policy = {**head, "kind": "MutatingAdmissionPolicy",
+              "spec": yaml.safe_load(FINALIZER_POLICY.read_text())}  # fmt: skip
+    only_here = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+    binding = {**head, "kind": "MutatingAdmissionPolicyBinding",
+               "spec": {"policyName": name, "matchResources": only_here}}  # fmt: skip
+    for path, body in (("mutatingadmissionpolicies", policy),
+                       ("mutatingadmissionpolicybindings", binding)):  # fmt: skip
+        status, answer = await api.request("POST", f"{group}/{path}", body=body)
+        if status not in (201, 409):
+            raise RuntimeError(f"cannot create {path}: {answer}")
+    probe = job_manifest("probe", 1)
+    probe["metadata"]["namespace"] = namespace
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+    for _ in range(300):
+        status, made = await api.request("POST", path, body=probe, params={"dryRun": "All"})
+        if status == 201 and made["metadata"].get("finalizers"):
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the finalizer policy never came into force")
 
 
 # ------------------------------------------------------------------- the burst
@@ -353,20 +386,25 @@ async def run_side(
     kubeconfig, user = await service_account_kubeconfig(
         api, namespace, f"kubetrain-{side}", info.kubeconfig, work / f"{side}.kubeconfig"
     )
+    if side == "operator" and args.finalizer_policy:
+        await install_finalizer_policy(api, namespace)
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     log = work / f"{side}.log"
+    config_file = work / "operator-config.yaml"
+    config = bench_config(args.follow, args.concurrent_provisions)
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     if side == "operator":
-        config_file = work / "operator-config.yaml"
-        config = bench_config(args.follow, args.concurrent_provisions)
-        config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
         cmd = [sys.executable, "-m", "kubetrain_operator", "--config", str(config_file)]
         cmd += ["-n", namespace, "--liveness", ""]
+    elif side == "kopf":
+        cmd = [sys.executable, str(REPO / "benchmarks" / "kopf_minimal.py")]
+        cmd += ["--config", str(config_file), "--namespace", namespace]
     else:
         cmd = [sys.executable, __file__, "floor", "--namespace", namespace]
         cmd += ["--jobs", str(args.jobs), "--workers", str(args.workers)]
     proc = start_process(cmd, env, log)
     try:
-        if side == "operator":
+        if side != "floor":
             warm = job_manifest("warmup", args.workers)
             warm["metadata"]["namespace"] = namespace
             await api.create(warm)
@@ -430,17 +468,20 @@ async def driver(args: argparse.Namespace) -> dict[str, Any]:
         pods = (args.jobs + 1) * (args.workers + 1) * len(args.sides)
         await add_bench_nodes(api, lc, max(1, -(-pods // per_node)), per_node)
         results = {"jobs": args.jobs, "workers": args.workers, "follow_s": args.follow,
+                   "finalizer_policy": args.finalizer_policy,
                    "concurrent_provisions": bench_config(5, args.concurrent_provisions)
                    .concurrentProvisions}  # fmt: skip
         for side in args.sides:
             print(f"[bench] {side}: {args.jobs} TrainingJobs ...", file=sys.stderr, flush=True)
             results[side] = await run_side(side, args, api, info, work)
             print(f"[bench] {side}: {json.dumps(results[side])}", file=sys.stderr, flush=True)
-        if "operator" in results and "floor" in results:
-            op, fl = results["operator"], results["floor"]
-            results["ratio_operator_to_floor"] = {
-                key: round(op[key] / fl[key], 2) if fl.get(key) else None for key in RATIO_KEYS
-            }
+        for base in ("floor", "kopf"):
+            if "operator" in results and base in results:
+                op, ref = results["operator"], results[base]
+                results[f"ratio_operator_to_{base}"] = {
+                    key: round(op[key] / ref[key], 2) if ref.get(key) else None
+                    for key in RATIO_KEYS
+                }
         return results
     finally:
         await api.close()
@@ -461,8 +502,14 @@ def main() -> int:
     parser.add_argument(
         "--concurrent-provisions", type=int, help="operator concurrentProvisions (default: its own)"
     )
+    parser.add_argument(
+        "--no-finalizer-policy", dest="finalizer_policy", action="store_false",
+        help="do not install the chart's finalizer policy (the operator then PATCHes it in)",
+    )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=900)
-    parser.add_argument("--sides", nargs="+", default=["operator", "floor"])
+    parser.add_argument(
+        "--sides", nargs="+", choices=SIDES, default=list(SIDES), help="what to measure, in order"
+    )
     parser.add_argument("--state-dir", default="/tmp/kubetrain-bench-cluster")
     parser.add_argument("--keep-cluster", action="store_true")
     parser.add_argument("--json", help="also write the results to this file")

@@ -4,8 +4,10 @@ Why not a kopf index: kopf runs every watch event of every pod through its full 
 machinery (diff base, progress storage, handler invocation), and decodes it with the
 standard ``json`` module. A job's three pods bring a dozen events on the way to Ready, and
 at a thousand jobs that was the largest share of the operator's CPU (BENCHMARKS.md). Here each
-event is one ``orjson`` decode and a small frozen summary; a job's follower is woken only
-when its summary actually changed.
+event is decoded by msgspec into :data:`WatchEvent`, which names only the fields that
+:func:`~.status.summarize_pod` reads: managed fields, container specs and the rest are skipped
+without being built. Then a small frozen summary; a job's follower is woken only when its
+summary actually changed.
 
 The store is trustworthy only after the first complete list (``synced``): a follower that
 looked earlier would take existing pods for missing and create them again.
@@ -17,10 +19,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import aiohttp
-import orjson
+import msgspec
 
 from . import metrics
 from .kube import KubeApi
@@ -33,6 +35,89 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 300
 LIST_PAGE = 500
 BACKOFFS = (0.5, 1, 2, 5, 10, 30)
+
+
+# What the pod watch decodes of each event: the fields summarize_pod and the store read,
+# nothing else. Keys a TypedDict does not name are skipped by the decoder; total=False
+# because the API omits empty fields, and None because it may also send them as null.
+
+
+class _Meta(TypedDict, total=False):
+    name: str | None
+    namespace: str | None
+    resourceVersion: str | None
+    creationTimestamp: str | None
+    deletionTimestamp: str | None
+    labels: dict[str, str] | None
+    annotations: dict[str, str] | None
+
+
+class _Spec(TypedDict, total=False):
+    nodeName: str | None
+    schedulingGates: list[dict[str, str]] | None
+
+
+class _Condition(TypedDict, total=False):
+    type: str | None
+    status: str | None
+    reason: str | None
+    message: str | None
+
+
+class _Waiting(TypedDict, total=False):
+    reason: str | None
+    message: str | None
+
+
+class _Terminated(TypedDict, total=False):
+    exitCode: int | None
+    reason: str | None
+
+
+class _ContainerState(TypedDict, total=False):
+    waiting: _Waiting | None
+    terminated: _Terminated | None
+
+
+class _ContainerStatus(TypedDict, total=False):
+    name: str | None
+    state: _ContainerState | None
+
+
+class _PodStatus(TypedDict, total=False):
+    phase: str | None
+    reason: str | None
+    message: str | None
+    conditions: list[_Condition] | None
+    containerStatuses: list[_ContainerStatus] | None
+    initContainerStatuses: list[_ContainerStatus] | None
+
+
+class _WatchObject(TypedDict, total=False):
+    """A pod; or, in an ERROR event, a Status (``status`` is then a string)."""
+
+    metadata: _Meta | None
+    spec: _Spec | None
+    status: _PodStatus | str | None
+    code: int | None
+    message: str | None
+
+
+class WatchEvent(TypedDict, total=False):
+    type: str | None
+    object: _WatchObject | None
+
+
+_typed_decoder = msgspec.json.Decoder(WatchEvent)
+
+
+def decode_event(line: bytes) -> Any:
+    """One watch event, decoded only as far as :data:`WatchEvent` names; an event of
+    another shape (a field of an unexpected type) is decoded in full instead, never lost."""
+    try:
+        return _typed_decoder.decode(line)
+    except msgspec.ValidationError:
+        return msgspec.json.decode(line)
 
 
 class Expired(Exception):
@@ -94,7 +179,9 @@ class PodStore:
                 notify(uid)
 
 
-async def json_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+async def json_lines(
+    chunks: AsyncIterator[bytes], decode: Callable[[bytes], Any] = msgspec.json.decode
+) -> AsyncIterator[Any]:
     """Decode a newline-delimited JSON stream of any line length (aiohttp's own readline
     refuses lines over 64 KiB, and a pod with a large environment can exceed that). Each
     chunk is searched once: a long line arriving in many chunks costs linear time."""
@@ -104,12 +191,12 @@ async def json_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:
         while (end := chunk.find(b"\n", start)) >= 0:
             line += chunk[start:end]
             if line.strip():
-                yield orjson.loads(line)
+                yield decode(line)
             line.clear()
             start = end + 1
         line += chunk[start:]
     if line.strip():
-        yield orjson.loads(line)
+        yield decode(line)
 
 
 class PodWatch:
@@ -211,7 +298,7 @@ class PodWatch:
                 raise Expired()
             if resp.status != 200:
                 raise ConnectionError(f"watching pods: HTTP {resp.status}: {await resp.text()}")
-            async for event in json_lines(resp.content.iter_any()):
+            async for event in json_lines(resp.content.iter_any(), decode_event):
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     if obj.get("code") == 410:

@@ -24,6 +24,7 @@ from kubetrain_operator.handlers import build_registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = REPO_ROOT / "charts" / "kubetrain" / "files" / "operator-rules.yaml"
+FINALIZER_POLICY = RULES_FILE.parent / "finalizer-policy.yaml"
 GROUP, VERSION, PLURAL = "kubetrain.io", "v1alpha1", "trainingjobs"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -166,6 +167,33 @@ def phase_is(jobs: Jobs, name: str, *phases: str, reason: str | None = None) -> 
         return st if ok else None
 
     return probe
+
+
+@contextlib.contextmanager
+def admission_policy(
+    api: k8s.ApiClient, name: str, spec: dict[str, Any], namespace: str, in_force: Callable[[], Any]
+) -> Iterator[None]:
+    """A MutatingAdmissionPolicy bound to one namespace, for the length of the block; waits
+    until ``in_force`` sees it applied (a new policy takes a moment to reach admission)."""
+    custom = k8s.CustomObjectsApi(api)
+    group, version, plural = "admissionregistration.k8s.io", "v1", "mutatingadmissionpolicies"
+    bindings = "mutatingadmissionpolicybindings"
+    head = {"apiVersion": f"{group}/{version}", "metadata": {"name": name}}
+    only_here = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+    custom.create_cluster_custom_object(
+        group, version, plural, {**head, "kind": "MutatingAdmissionPolicy", "spec": spec}
+    )
+    binding = {"policyName": name, "matchResources": only_here}
+    kind = "MutatingAdmissionPolicyBinding"
+    custom.create_cluster_custom_object(
+        group, version, bindings, {**head, "kind": kind, "spec": binding}
+    )
+    try:
+        wait_for(in_force, what=f"admission policy {name} to be in force")
+        yield
+    finally:
+        custom.delete_cluster_custom_object(group, version, bindings, name)
+        custom.delete_cluster_custom_object(group, version, plural, name)
 
 
 def rules() -> list[dict[str, Any]]:

@@ -31,10 +31,21 @@ def helm() -> Path:
     return Path(found.stdout.strip().splitlines()[-1]) / "helm"
 
 
+#: What `helm install` discovers on a cluster that serves MutatingAdmissionPolicy v1 (as
+#: this one does); `helm template` assumes no such API unless told.
+MAP_API = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
+
+
 def render(
-    helm: Path, *sets: str, namespace: str = "kt-system", release: str = "kt"
+    helm: Path,
+    *sets: str,
+    namespace: str = "kt-system",
+    release: str = "kt",
+    api_versions: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     args = [str(helm), "template", release, str(CHART), "--namespace", namespace]
+    for api in api_versions:
+        args += ["--api-versions", api]
     for value in sets:
         args += ["--set", value]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
@@ -83,6 +94,28 @@ def test_peering_adds_its_rules_and_objects_only_when_named(helm, namespaces):
     assert (config.peeringName, config.peeringPriority) == ("kubetrain", 10)
 
 
+@pytest.mark.parametrize("namespaces", [None, "{team-a,team-b}"])
+def test_the_finalizer_policy_is_rendered_where_served_and_bound_to_the_watched_namespaces(
+    helm, namespaces
+):
+    scope = [f"watchNamespaces={namespaces}"] if namespaces else []
+    assert not by_kind(render(helm, *scope), "MutatingAdmissionPolicy")  # an older cluster
+    docs = render(helm, *scope, api_versions=(MAP_API,))
+    (policy,) = by_kind(docs, "MutatingAdmissionPolicy")
+    assert policy["spec"] == yaml.safe_load((CHART / "files" / "finalizer-policy.yaml").read_text())
+    (binding,) = by_kind(docs, "MutatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    selector = binding["spec"].get("matchResources", {}).get("namespaceSelector")
+    if namespaces:
+        (term,) = selector["matchExpressions"]
+        assert term["key"] == "kubernetes.io/metadata.name"
+        assert (term["operator"], term["values"]) == ("In", ["team-a", "team-b"])
+    else:
+        assert selector is None  # every namespace, as the operator watches every one
+    off = render(helm, *scope, "finalizerAtAdmission=false", api_versions=(MAP_API,))
+    assert not by_kind(off, "MutatingAdmissionPolicy")
+
+
 def test_deployment_is_one_restricted_replica_that_is_recreated(helm):
     (deploy,) = by_kind(render(helm), "Deployment")
     spec = deploy["spec"]
@@ -128,7 +161,10 @@ def test_the_plain_manifest_is_the_rendered_chart(helm):
 
 def test_the_api_server_accepts_the_rendered_chart(helm, kubectl, namespace, tmp_path):
     manifest = tmp_path / "chart.yaml"
-    docs = render(helm, f"watchNamespaces={{{namespace}}}", namespace=namespace)
+    docs = render(
+        helm, f"watchNamespaces={{{namespace}}}", namespace=namespace, api_versions=(MAP_API,)
+    )
+    assert by_kind(docs, "MutatingAdmissionPolicy"), "the dry run covers the policy too"
     manifest.write_text(yaml.safe_dump_all(docs))
     result = kubectl("apply", "--dry-run=server", "-f", str(manifest), check=False)
     assert result.returncode == 0, result.stderr

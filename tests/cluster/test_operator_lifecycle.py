@@ -7,9 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from operator_fixtures import (
+    FINALIZER_POLICY,
+    GROUP,
+    PLURAL,
+    VERSION,
     Jobs,
+    admission_policy,
     job_body,
     jobs,
     operator_config,
@@ -20,6 +26,8 @@ from operator_fixtures import (
     token_kubeconfig,
     wait_for,
 )
+
+from kubetrain_operator.lifecycle import FINALIZER
 
 pytestmark = pytest.mark.cluster
 __all__ = ["jobs"]  # the fixture, imported for pytest
@@ -135,6 +143,37 @@ def test_deleting_the_job_leaves_no_child_behind(jobs: Jobs, kubeconfig_path: Pa
         assert jobs.get("doomed")["metadata"]["finalizers"] == ["kubetrain.io/finalizer"]
         jobs.delete("doomed")
         wait_for(lambda: jobs.get("doomed") is None, what="the job to be gone")
+    wait_for(lambda: not jobs.children(uid), timeout=60, what="children to be collected")
+
+
+def test_with_the_charts_finalizer_policy_the_operator_never_patches_the_job(
+    jobs: Jobs, kube_api: k8s.ApiClient, kubeconfig_path: Path
+):
+    """The chart's MutatingAdmissionPolicy adds the finalizer at creation (keeping any of
+    the user's), so the operator's only writes to a job are to its status subresource."""
+    spec = yaml.safe_load(FINALIZER_POLICY.read_text())
+    mine = job_body("mine", training={"workers": 1})
+    mine["metadata"]["finalizers"] = ["example.com/keep"]
+
+    def finalizers_at_creation() -> list[str]:
+        made = jobs.custom.create_namespaced_custom_object(
+            GROUP, VERSION, jobs.ns, PLURAL, mine, dry_run="All"
+        )
+        return made["metadata"].get("finalizers", [])[1:]
+
+    name = f"kt-finalizer-{jobs.ns}"
+    with admission_policy(kube_api, name, spec, jobs.ns, finalizers_at_creation):
+        assert finalizers_at_creation() == [FINALIZER]  # the user's first, then ours
+        with running_operator(jobs.ns, kubeconfig_path):
+            created = jobs.create(job_body("sealed", training={"workers": 1}))
+            assert created["metadata"]["finalizers"] == [FINALIZER]
+            uid = created["metadata"]["uid"]
+            wait_for(ready(jobs, "sealed"), what="the cluster to be ready")
+            writes = jobs.get("sealed")["metadata"]["managedFields"]
+            main = [w["manager"] for w in writes if not w.get("subresource")]
+            assert len(main) == 1, writes  # the creation's; the operator wrote only status
+            jobs.delete("sealed")
+            wait_for(lambda: jobs.get("sealed") is None, what="the job to be gone")
     wait_for(lambda: not jobs.children(uid), timeout=60, what="children to be collected")
 
 

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from operator_fixtures import Jobs, job_body, jobs, phase_is, running_operator, wait_for
+from operator_fixtures import (
+    Jobs,
+    admission_policy,
+    job_body,
+    jobs,
+    phase_is,
+    running_operator,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 __all__ = ["jobs"]  # the fixture, imported for pytest
@@ -23,73 +31,47 @@ GATE = "kueue.x-k8s.io/admission"
 @pytest.fixture
 def fake_kueue_gate(kube_api: k8s.ApiClient, jobs: Jobs) -> Iterator[None]:
     """Gate, at creation, every pod with a queue label in the test's namespace."""
-    custom = k8s.CustomObjectsApi(kube_api)
-    group, version = "admissionregistration.k8s.io", "v1"
-    name = f"fake-kueue-{jobs.ns}"
-    policy = {
-        "apiVersion": f"{group}/{version}",
-        "kind": "MutatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "matchConstraints": {
-                "resourceRules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE"],
-                        "resources": ["pods"],
-                    }
-                ]
-            },
-            "matchConditions": [
+    spec = {
+        "matchConstraints": {
+            "resourceRules": [
                 {
-                    "name": "queued",
-                    "expression": f"has(object.metadata.labels) && "
-                    f"'{QUEUE_LABEL}' in object.metadata.labels",
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "operations": ["CREATE"],
+                    "resources": ["pods"],
                 }
-            ],
-            "failurePolicy": "Fail",
-            "reinvocationPolicy": "Never",
-            "mutations": [
-                {
-                    "patchType": "ApplyConfiguration",
-                    "applyConfiguration": {
-                        "expression": "Object{spec: Object.spec{schedulingGates: "
-                        f'[Object.spec.schedulingGates{{name: "{GATE}"}}]}}}}'
-                    },
-                }
-            ],
+            ]
         },
+        "matchConditions": [
+            {
+                "name": "queued",
+                "expression": f"has(object.metadata.labels) && "
+                f"'{QUEUE_LABEL}' in object.metadata.labels",
+            }
+        ],
+        "failurePolicy": "Fail",
+        "reinvocationPolicy": "Never",
+        "mutations": [
+            {
+                "patchType": "ApplyConfiguration",
+                "applyConfiguration": {
+                    "expression": "Object{spec: Object.spec{schedulingGates: "
+                    f'[Object.spec.schedulingGates{{name: "{GATE}"}}]}}}}'
+                },
+            }
+        ],
     }
-    binding = {
-        "apiVersion": f"{group}/{version}",
-        "kind": "MutatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name,
-            "matchResources": {
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": jobs.ns}}
-            },
-        },
-    }
-    plural = "mutatingadmissionpolicies"
-    custom.create_cluster_custom_object(group, version, plural, policy)
-    custom.create_cluster_custom_object(group, version, f"{plural[:-3]}ybindings", binding)
     probe = {
         "metadata": {"name": "probe", "labels": {QUEUE_LABEL: "probe"}},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]},
     }
 
-    def in_force() -> bool:  # a policy takes a moment to reach the admission chain
+    def in_force() -> bool:
         made = jobs.core.create_namespaced_pod(jobs.ns, probe, dry_run="All")
         return bool(made.spec.scheduling_gates)
 
-    try:
-        wait_for(in_force, what="the fake Kueue gate to be in force")
+    with admission_policy(kube_api, f"fake-kueue-{jobs.ns}", spec, jobs.ns, in_force):
         yield
-    finally:
-        custom.delete_cluster_custom_object(group, version, f"{plural[:-3]}ybindings", name)
-        custom.delete_cluster_custom_object(group, version, plural, name)
 
 
 def gated(pods: list[Any]) -> bool:

@@ -14,7 +14,8 @@ from fake_api import start_fake_api
 
 from kubetrain_operator.kube import KubeApi
 from kubetrain_operator.naming import LABEL_JOB_UID
-from kubetrain_operator.podwatch import PodStore, PodWatch, json_lines
+from kubetrain_operator.podwatch import PodStore, PodWatch, decode_event, json_lines
+from kubetrain_operator.status import summarize_pod
 
 pytestmark = pytest.mark.unit
 
@@ -115,6 +116,52 @@ def test_json_lines_reassembles_lines_across_chunks_of_any_size():
             200_000,
             2,
         ], size
+
+
+FAILING_POD = {
+    "metadata": {
+        "name": "j-head", "namespace": "ns", "resourceVersion": "42",
+        "creationTimestamp": "2026-11-29T00:00:00Z", "deletionTimestamp": None,
+        "labels": {LABEL_JOB_UID: "u1", "kubetrain.io/role": "head"},
+        "annotations": {"kubetrain.io/pod-template-hash": "abc"},
+        "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}],
+    },
+    "spec": {"nodeName": "n1", "containers": [{"name": "ray-head", "image": "x", "env": []}]},
+    "status": {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "False", "lastProbeTime": None}],
+        "containerStatuses": [{
+            "name": "ray-head", "restartCount": 4, "lastState": {},
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+        }],
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        FAILING_POD,
+        {**FAILING_POD, "status": {"phase": "Failed", "containerStatuses": [
+            {"name": "c", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}},
+        {**FAILING_POD, "spec": {"schedulingGates": [{"name": "kueue.x-k8s.io/admission"}]}},
+    ],
+)  # fmt: skip
+def test_the_slim_decoder_keeps_everything_the_summary_reads(obj: dict[str, Any]):
+    line = json.dumps({"type": "MODIFIED", "object": obj}).encode()
+    event = decode_event(line)
+    assert summarize_pod(event["object"]) == summarize_pod(json.loads(line)["object"])
+    assert "managedFields" not in event["object"]["metadata"]  # skipped, never built
+
+
+def test_the_slim_decoder_reads_error_events_and_never_drops_an_odd_one():
+    error = {"kind": "Status", "status": "Failure", "code": 410, "message": "too old"}
+    assert (
+        decode_event(json.dumps({"type": "ERROR", "object": error}).encode())["object"]["code"]
+        == 410
+    )
+    odd = {"type": "MODIFIED", "object": {"metadata": {"name": 7, "labels": {}}}}
+    assert decode_event(json.dumps(odd).encode()) == odd  # wrong type: decoded in full
 
 
 def test_followers_wake_on_a_new_job_version_or_a_pod_change_only():
