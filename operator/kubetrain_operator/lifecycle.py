@@ -177,10 +177,9 @@ async def _follow(
         try:
             changes = await reconcile(dict(body), ctx, pods.get(uid), events.append, logger)
             if changes and ctx.kube is not None:
-                result = await ctx.kube.patch_job_status(namespace, name, changes)
-                if result is None:
+                new_version = await ctx.kube.patch_job_status(namespace, name, changes)
+                if new_version is None:
                     return  # the job is gone
-                new_version = (result.get("metadata") or {}).get("resourceVersion")
                 written = (new_version, clock()) if new_version else None
             if events:  # after the status they describe is stored
                 ctx.post_events(JobRef(name, namespace, uid), events)

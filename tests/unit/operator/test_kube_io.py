@@ -20,15 +20,17 @@ pytestmark = pytest.mark.unit
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}}
 
 
-def serve(answers: list[tuple[int, dict[str, str]]], scenario: Callable[[KubeApi], Any]) -> Any:
-    """Run ``scenario`` against a server that gives ``answers`` in order."""
+def serve(answers: list[tuple[Any, ...]], scenario: Callable[[KubeApi], Any]) -> Any:
+    """Run ``scenario`` against a server that gives ``answers`` in order: (status, headers)
+    or (status, headers, body)."""
     seen: list[tuple[str, str, Any]] = []
 
     async def handler(request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else None
         seen.append((request.method, request.path, body))
-        status, headers = answers.pop(0)
-        return web.json_response({"message": f"HTTP {status}"}, status=status, headers=headers)
+        status, headers, *body = answers.pop(0)
+        payload = body[0] if body else {"message": f"HTTP {status}"}
+        return web.json_response(payload, status=status, headers=headers)
 
     async def main() -> Any:
         runner, base = await start_fake_api(handler)
@@ -74,9 +76,13 @@ def test_delete_treats_not_found_as_done(status, deleted):
     assert seen[0][2] == {"propagationPolicy": "Background"}
 
 
-def test_status_patch_targets_the_subresource():
-    result, seen, _ = serve([(200, {})], lambda api: api.patch_job_status("ns", "j", {"a": 1}))
-    assert result == {"message": "HTTP 200"}
+def test_status_patch_targets_the_subresource_and_returns_the_new_version():
+    written = {"metadata": {"name": "j", "resourceVersion": "42"}, "spec": {}, "status": {}}
+    patch = lambda api: api.patch_job_status("ns", "j", {"a": 1})  # noqa: E731
+    result, seen, _ = serve([(200, {}, written)], patch)
+    assert result == "42"
+    assert serve([(200, {}, {"kind": "odd"})], patch)[0] == ""  # no version: no wait for it
+    assert serve([(404, {})], patch)[0] is None  # the job is gone
     assert seen == [
         ("PATCH", "/apis/kubetrain.io/v1alpha1/namespaces/ns/trainingjobs/j/status",
          {"status": {"a": 1}}),
