@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from kubetrain.api.quantity import parse_quantity
 from kubetrain.api.v1alpha1 import (
     API_VERSION,
@@ -157,8 +159,9 @@ def spec_config_map(job: JobRef, spec: TrainingJobSpec, config: OperatorConfig) 
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(job, job.spec_config_map, "spec"),
-        # JSON is YAML, and dumps ten times faster than PyYAML (it showed in profiles).
-        "data": {SPEC_FILE: json.dumps(document, indent=2) + "\n"},
+        # JSON is YAML, and orjson dumps it far faster than PyYAML or json with indent (both
+        # pure Python; each showed in profiles at a thousand jobs).
+        "data": {SPEC_FILE: orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"},
     }
 
 
