@@ -25,9 +25,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-from kubetrain_operator.__main__ import _hide_unused_clients, _new_loop, _tune_gc  # noqa: E402
+from kubetrain_operator.__main__ import hide_unused_clients, new_loop, tune_gc  # noqa: E402
 
-_hide_unused_clients()  # before kopf is imported, as in the operator
+hide_unused_clients()  # before kopf is imported, as in the operator
 
 import kopf  # noqa: E402
 
@@ -88,9 +88,9 @@ def main() -> int:
     parser.add_argument("--namespace", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    _tune_gc()
+    tune_gc()
     kopf.run(
-        loop=_new_loop(),
+        loop=new_loop(),
         registry=build_registry(load_config(args.config)),
         clusterwide=False,
         namespaces=[args.namespace],

@@ -1,4 +1,5 @@
-"""``python -m kubetrain_operator``: run the operator.
+"""``python -m kubetrain_operator``: run the operator (its process-level tuning is public, so
+that the scale benchmark's reference operator runs with the same).
 
 Flags override the config file (``--config`` or ``$KUBETRAIN_OPERATOR_CONFIG``). Liveness
 is kopf's own endpoint (``/healthz``), Prometheus metrics are on ``metricsPort``.
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 GC_ALLOCATIONS = 20_000
 
 
-def _hide_unused_clients() -> None:
+def hide_unused_clients() -> None:
     """kopf probes for the official Kubernetes clients at import and loads them when they
     are installed (about 50 MB and a slower start); this operator brings its own client."""
     for name in ("kubernetes", "kubernetes_asyncio", "pykube"):
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    _hide_unused_clients()
+    hide_unused_clients()
     import kopf
 
     from .handlers import build_registry
@@ -68,8 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # kopf's per-object INFO lines ("Timer ... succeeded") cost CPU at scale and say little.
     logging.getLogger("kopf.objects").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
 
-    _tune_gc()
-    loop = _new_loop()
+    tune_gc()
+    loop = new_loop()
     kopf.run(
         loop=loop,
         registry=build_registry(config),
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Fewer garbage collections: at a thousand jobs the cyclic collector, run every 700
     allocations by default and scanning every live object in its full passes, was ~11% of
     the operator's CPU. Objects alive at start (modules, config) are frozen out of the scans;
@@ -93,7 +94,7 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_ALLOCATIONS, 20, 20)
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def new_loop() -> asyncio.AbstractEventLoop:
     """uvloop when installed (about 10% less CPU at scale), else asyncio's own."""
     try:
         import uvloop
