@@ -14,8 +14,8 @@ status, with no kopf and no operator logic):
   ServiceAccount bound to charts/kubetrain/files/operator-rules.yaml, so it is also throttled
   as a real install would be).
 
-Runs its own control plane (state dir ``--state-dir``, audit log on) and stops it at the end
-unless ``--keep-cluster``. Usage::
+Runs its own control plane (state dir ``--state-dir``, audit log on), started afresh for each
+side, and stops it at the end unless ``--keep-cluster`` (which keeps the last side's). Usage::
 
     python benchmarks/operator_scale.py --jobs 1000          # the real measurement
     python benchmarks/operator_scale.py --jobs 100 --json out.json
@@ -457,36 +457,38 @@ async def run_side(
 
 
 async def driver(args: argparse.Namespace) -> dict[str, Any]:
+    """Each side on a fresh, empty cluster: one left behind by an earlier side (its thousands
+    of objects, the scheduler's and kwok's backlog) made a later side up to 2× slower."""
     lc = _localcluster()
     cluster = lc.LocalCluster(args.state_dir, audit=True, crds=REPO / "crds")
-    info = cluster.up(build=False, timeout=180)
     work = Path(args.state_dir) / "bench"
-    work.mkdir(parents=True, exist_ok=True)
-    api = admin_api(info.kubeconfig)
-    try:
-        per_node = 1000
-        pods = (args.jobs + 1) * (args.workers + 1) * len(args.sides)
-        await add_bench_nodes(api, lc, max(1, -(-pods // per_node)), per_node)
-        results = {"jobs": args.jobs, "workers": args.workers, "follow_s": args.follow,
-                   "finalizer_policy": args.finalizer_policy,
-                   "concurrent_provisions": bench_config(5, args.concurrent_provisions)
-                   .concurrentProvisions}  # fmt: skip
-        for side in args.sides:
+    results: dict[str, Any] = {
+        "jobs": args.jobs, "workers": args.workers, "follow_s": args.follow,
+        "finalizer_policy": args.finalizer_policy,
+        "concurrent_provisions": bench_config(5, args.concurrent_provisions).concurrentProvisions,
+    }  # fmt: skip
+    per_node = 1000
+    nodes = max(1, -(-(args.jobs + 1) * (args.workers + 1) // per_node))
+    for side in args.sides:
+        info = cluster.up(build=False, timeout=180)
+        work.mkdir(parents=True, exist_ok=True)
+        api = admin_api(info.kubeconfig)
+        try:
+            await add_bench_nodes(api, lc, nodes, per_node)
             print(f"[bench] {side}: {args.jobs} TrainingJobs ...", file=sys.stderr, flush=True)
             results[side] = await run_side(side, args, api, info, work)
             print(f"[bench] {side}: {json.dumps(results[side])}", file=sys.stderr, flush=True)
-        for base in ("floor", "kopf"):
-            if "operator" in results and base in results:
-                op, ref = results["operator"], results[base]
-                results[f"ratio_operator_to_{base}"] = {
-                    key: round(op[key] / ref[key], 2) if ref.get(key) else None
-                    for key in RATIO_KEYS
-                }
-        return results
-    finally:
-        await api.close()
-        if not args.keep_cluster:
-            cluster.down()
+        finally:
+            await api.close()
+            if not (args.keep_cluster and side == args.sides[-1]):
+                cluster.down()
+    for base in ("floor", "kopf"):
+        if "operator" in results and base in results:
+            op, ref = results["operator"], results[base]
+            results[f"ratio_operator_to_{base}"] = {
+                key: round(op[key] / ref[key], 2) if ref.get(key) else None for key in RATIO_KEYS
+            }
+    return results
 
 
 def main() -> int:
