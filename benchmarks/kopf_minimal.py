@@ -16,7 +16,6 @@ not settings. Started by ``operator_scale.py --sides kopf``; not meant to be run
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -30,9 +29,9 @@ from kubetrain_operator.__main__ import hide_unused_clients, new_loop, tune_gc  
 hide_unused_clients()  # before kopf is imported, as in the operator
 
 import kopf  # noqa: E402
+from reference_children import create_children  # noqa: E402
 
 from kubetrain.api.v1alpha1 import GROUP, PLURAL, VERSION  # noqa: E402
-from kubetrain_operator import builders  # noqa: E402
 from kubetrain_operator.config import OperatorConfig, load_config  # noqa: E402
 from kubetrain_operator.kube import KubeApi  # noqa: E402
 from kubetrain_operator.lifecycle import (  # noqa: E402
@@ -40,7 +39,6 @@ from kubetrain_operator.lifecycle import (  # noqa: E402
     LeanStatusProgressStorage,
 )
 from kubetrain_operator.naming import JobRef  # noqa: E402
-from kubetrain_operator.validation import resolve_placement  # noqa: E402
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
@@ -70,12 +68,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         api = clients["api"]
         meta = body["metadata"]
         job = JobRef(meta["name"], meta["namespace"], meta["uid"])
-        spec = builders.TrainingJobSpec.model_validate(dict(body["spec"]))
-        kids = builders.build_children(job, spec, resolve_placement(spec, config), config)
-        *first, last = kids.setup_waves
-        for wave in first:
-            await asyncio.gather(*(api.create(o) for o in wave))
-        await asyncio.gather(*(api.create(o) for o in (*last, *kids.pods)))
+        await create_children(api, job, body["spec"], config)
         patch.status["phase"] = "Pending"
         patch.status["rayClusterName"] = job.cluster
 

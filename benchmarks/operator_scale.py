@@ -44,12 +44,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
+from reference_children import create_children  # noqa: E402
+
 from kubetrain.api.v1alpha1 import API_VERSION, GROUP, PLURAL, VERSION  # noqa: E402
-from kubetrain_operator import builders  # noqa: E402
 from kubetrain_operator.config import OperatorConfig  # noqa: E402
 from kubetrain_operator.kube import KubeApi  # noqa: E402
 from kubetrain_operator.naming import JobRef  # noqa: E402
-from kubetrain_operator.validation import resolve_placement  # noqa: E402
 
 #: The operator, the issue's reference (a minimal kopf operator creating the same children:
 #: kopf_minimal.py) and the floor (a plain client, no kopf).
@@ -325,12 +325,7 @@ async def floor_main(namespace: str, expect: int, workers: int) -> None:
     async def provision(obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         job = JobRef(meta["name"], namespace, meta["uid"])
-        spec = builders.TrainingJobSpec.model_validate(obj["spec"])
-        kids = builders.build_children(job, spec, resolve_placement(spec, config), config)
-        *first, last = kids.setup_waves  # the same two round trips as the operator
-        for wave in first:
-            await asyncio.gather(*(api.create(o) for o in wave))
-        await asyncio.gather(*(api.create(o) for o in (*last, *kids.pods)))
+        await create_children(api, job, obj["spec"], config)
         await api.patch_job_status(
             namespace, job.name, {"phase": "Pending", "rayClusterName": job.cluster}
         )
