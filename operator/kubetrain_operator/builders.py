@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from kubetrain.api.quantity import parse_quantity
+from kubetrain.api.raynode import head_node, worker_node
 from kubetrain.api.v1alpha1 import (
     API_VERSION,
     GROUP,
@@ -221,11 +221,6 @@ def runtime_rbac(job: JobRef) -> tuple[Obj, Obj, Obj]:
 # ----------------------------------------------------------------------- pods
 
 
-def cpu_count(quantity: str | int) -> int:
-    """Whole CPUs Ray should schedule on a pod with this CPU limit (at least one)."""
-    return max(1, int(parse_quantity(quantity)))
-
-
 def image_of(spec: TrainingJobSpec, config: OperatorConfig) -> str:
     """The job's image; the API's placeholder default is replaced by the admin's mirror."""
     if spec.cluster.image == API_DEFAULT_IMAGE and config.defaultImage:
@@ -387,7 +382,7 @@ def head_pod(
         ' --node-ip-address="$POD_IP"'
         f" --port={GCS_PORT} --dashboard-host=0.0.0.0 --dashboard-port={DASHBOARD_PORT}"
         f" --dashboard-agent-listen-port={AGENT_PORT}"
-        f" --num-cpus={cpu_count(res.cpu)} --num-gpus=0"
+        f" {head_node(res).ray_start_flags()}"
     )
     return _pod(
         job,
@@ -423,7 +418,7 @@ def worker_pod(
         "exec ray start --block --disable-usage-stats"
         f' --address="{host}:{GCS_PORT}" --node-ip-address="$POD_IP"'
         f" --dashboard-agent-listen-port={AGENT_PORT}"
-        f" --num-cpus={cpu_count(res.cpu)} --num-gpus={res.gpu}"
+        f" {worker_node(res).ray_start_flags()}"
     )
     return _pod(
         job,

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kubetrain.api.quantity import parse_quantity
+from kubetrain.api.raynode import WORKER_SLOT, worker_node
 from kubetrain.api.v1alpha1 import TrainingJobSpec, TrainingSpec
 from kubetrain.errors import SpecError
 
@@ -62,6 +63,7 @@ class Available:
     gpus: float = 0.0
     memory: float = 0.0
     nodes: int = 1
+    worker_slots: float = 0.0  # pods the operator made for training workers
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,16 @@ class Sizing:
     memory: float | None
     threads: int
     notes: tuple[str, ...] = ()
+    #: In a cluster: exactly what a worker pod advertises (``kubetrain.api.raynode``).
+    request: Mapping[str, float] | None = None
 
     @property
     def use_gpu(self) -> bool:
         return self.gpu > 0
 
     def resources_per_worker(self) -> dict[str, float]:
+        if self.request is not None:
+            return dict(self.request)
         resources = {"CPU": self.cpu}
         if self.gpu:
             resources["GPU"] = self.gpu
@@ -95,12 +101,15 @@ def size_workers(
 ) -> Sizing:
     """Worker count and per-worker resources.
 
-    In a cluster the spec is taken as written: the operator sized the pods for it. Locally
-    the requests are clamped to this machine, each clamp explained in a note, and CPUs are
-    fractional so that two workers fit on two cores with room for the driver.
+    In a cluster each worker asks for what its pod advertises, from the same definition
+    that the operator's pod builder uses. Locally the requests are clamped to this
+    machine, each clamp explained in a note, and CPUs are fractional so that two workers
+    fit on two cores with room for the driver.
     """
     count = workers or training.workers
     res = training.resourcesPerWorker
+    if not local:
+        return _cluster_sizing(count, training, available)
     cpu = parse_quantity(res.cpu)
     memory: float | None = parse_quantity(res.memory)
     gpu = float(res.gpu)
@@ -135,6 +144,19 @@ def size_workers(
             memory = None
     threads = max(1, math.floor(cpu + 1e-6))
     return Sizing(count, cpu, gpu, memory, threads, tuple(notes))
+
+
+def _cluster_sizing(count: int, training: TrainingSpec, available: Available) -> Sizing:
+    """A Ray cluster that has no worker pods of the operator's (one started by hand, say)
+    gets the same request without the worker slot, which only those pods advertise."""
+    node = worker_node(training.resourcesPerWorker)
+    request = node.train_worker_request()
+    if not available.worker_slots:
+        request.pop(WORKER_SLOT)
+    return Sizing(
+        count, float(node.cpus), float(node.gpus), float(node.memory) or None,
+        threads=node.cpus, request=request,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------ plan

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubetrain.api.raynode import WORKER_SLOT
 from kubetrain_runtime.plan import Available
 
 CACHE_DIR = Path(os.environ.get("KUBETRAIN_CACHE", Path.home() / ".cache" / "kubetrain"))
@@ -137,6 +138,7 @@ def available() -> Available:
         gpus=float(resources.get("GPU", 0.0)),
         memory=float(resources.get("memory", 0.0)),
         nodes=max(1, nodes),
+        worker_slots=float(resources.get(WORKER_SLOT, 0.0)),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from kubetrain.api.raynode import whole_cpus
 from kubetrain.api.v1alpha1 import MAX_NAME_LENGTH, TrainingJob
 from kubetrain_operator import builders
 from kubetrain_operator.naming import JobRef
@@ -221,8 +222,8 @@ def test_ray_start_commands(job, make_spec, make_config):
 @pytest.mark.parametrize(
     ("quantity", "cpus"), [("500m", 1), ("1", 1), ("2", 2), ("2500m", 2), ("4k", 4000), (3, 3)]
 )
-def test_cpu_count(quantity, cpus):
-    assert builders.cpu_count(quantity) == cpus
+def test_whole_cpus(quantity, cpus):
+    assert whole_cpus(quantity) == cpus
 
 
 def test_submission_is_derived_from_uid_and_attempt(job, make_config):
