@@ -559,6 +559,15 @@ class OutputSpec(ApiModel):
         "or an fsspec URI (s3://...). Unset means runs/<name> locally, or the job's "
         "volume in a cluster. Must be shared storage when there is more than one node.",
     )
+    volumeClaim: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="A PersistentVolumeClaim in the job's namespace, mounted at /output in "
+        "every Ray pod: shared storage for checkpoints and outputs. With uri unset, "
+        "outputs go to /output/<namespace>/<ray cluster name>.",
+    )
     plots: bool = Field(
         True, description="Write PNG plots (loss curves, confusion matrix, samples)."
     )

@@ -139,11 +139,42 @@ def _metadata(job: JobRef, name: str, component: str, **extra_labels: str) -> Ob
     }
 
 
+def output_claim(spec: TrainingJobSpec, config: OperatorConfig) -> str | None:
+    """The PVC mounted at /output in every Ray pod: the job's own, else the admin's."""
+    return spec.output.volumeClaim or config.outputVolume or None
+
+
+def _is_object_store(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def shared_storage_problem(spec: TrainingJobSpec, config: OperatorConfig) -> str | None:
+    """Why this job's checkpoints and outputs would live on one pod's own disk (a head
+    and at least one worker make every job multi-pod), or None when they are shared."""
+    uri = spec.output.uri
+    if uri and _is_object_store(uri):
+        return None
+    claim = output_claim(spec, config)
+    if claim and (not uri or uri == OUTPUT_MOUNT or uri.startswith(OUTPUT_MOUNT + "/")):
+        return None
+    if claim:
+        return (
+            f"spec.output.uri {uri!r} is outside {OUTPUT_MOUNT}, where the volume "
+            f"{claim!r} is mounted: checkpoints and outputs stay on one pod's disk"
+        )
+    return (
+        "no shared storage: checkpoints and outputs stay on one pod's disk and are lost "
+        "with it; set spec.output.uri to an object store (s3://...) or "
+        "spec.output.volumeClaim to a PersistentVolumeClaim (or the operator's "
+        "runtime.outputVolume)"
+    )
+
+
 def runtime_spec_document(job: JobRef, spec: TrainingJobSpec, config: OperatorConfig) -> Obj:
     """The TrainingJob as the runtime reads it: the same schema as the CR, with the
-    output location filled in when the admin gave jobs a shared volume."""
+    output location filled in when the job has a shared volume."""
     body = spec.model_dump(mode="json", exclude_none=True)
-    if config.outputVolume and not spec.output.uri:
+    if output_claim(spec, config) and not spec.output.uri:
         body["output"]["uri"] = f"{OUTPUT_MOUNT}/{job.namespace}/{job.cluster}"
     return {
         "apiVersion": API_VERSION,
@@ -303,11 +334,10 @@ def _pod(
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
         {"name": "tmp", "emptyDir": {}},
     ]
-    if config.outputVolume:
+    claim = output_claim(spec, config)
+    if claim:
         volume_mounts.append({"name": "output", "mountPath": OUTPUT_MOUNT})
-        volumes.append(
-            {"name": "output", "persistentVolumeClaim": {"claimName": config.outputVolume}}
-        )
+        volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": claim}})
     container: Obj = {
         "name": f"ray-{role}",
         "image": image_of(spec, config),

@@ -301,6 +301,7 @@ async def reconcile(
         pods=seen,
         ray=ray,
         submit_enabled=config.ray.submit,
+        storage_problem=builders.shared_storage_problem(spec, config) if spec else None,
     )
     plan = status.decide(observed)
     ctx.looks.pop(job.uid, None)

@@ -173,6 +173,8 @@ class Observed:
     pods: tuple[PodState, ...] = ()
     ray: RayJobState | None = None
     submit_enabled: bool = True
+    #: Why checkpoints and outputs would not be on shared storage (None: they are).
+    storage_problem: str | None = None
     #: ``runPolicy.ttlSecondsAfterFinished`` as written, for a spec that failed validation
     #: (a rejected job is cleaned up by its TTL like any other finished job).
     raw_ttl: int | None = None
@@ -367,6 +369,7 @@ def decide(obs: Observed) -> Plan:
     st.dashboardURL = obs.job.dashboard_url
     if st.startTime is None:
         st.startTime = w.stamp
+    _storage(w, obs.storage_problem)
 
     if spec.runPolicy.suspend:
         return _suspend(obs, w)
@@ -389,6 +392,18 @@ def decide(obs: Observed) -> Plan:
     if st.phase == "Running":
         return _follow(obs, w, spec, health)
     return _provision(obs, w, spec, health)
+
+
+def _storage(w: _Writer, problem: str | None) -> None:
+    """Condition SharedStorage, with a Warning the first time it is missing: the job still
+    runs (a single attempt that never loses a pod needs nothing shared), but a retry or a
+    deleted head loses its checkpoints."""
+    if problem is None:
+        w.condition("SharedStorage", True, "SharedStorage", "checkpoints and outputs are shared")
+        return
+    if _condition_reason(w.status, "SharedStorage") != "NoSharedStorage":
+        w.events.append(Event("Warning", "NoSharedStorage", problem))
+    w.condition("SharedStorage", False, "NoSharedStorage", problem)
 
 
 def _provision(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHealth) -> Plan:

@@ -10,6 +10,7 @@ import pytest
 from kubetrain.api.v1alpha1 import TrainingJobStatus
 from kubetrain.errors import SpecError
 from kubetrain_operator import builders
+from kubetrain_operator.config import OperatorConfig
 from kubetrain_operator.status import (
     DeleteJob,
     DeletePods,
@@ -28,6 +29,7 @@ from kubetrain_operator.status import (
     summarize_pod,
     timestamp,
 )
+from kubetrain_operator.validation import resolve_placement
 
 pytestmark = pytest.mark.unit
 
@@ -675,3 +677,53 @@ def test_summarize_pod_sees_a_scheduling_gate():
     }
     state = summarize_pod(body)
     assert state.gated and state.problem is None
+
+
+# ------------------------------------------------------------------ shared storage
+
+
+def test_a_job_without_shared_storage_gets_a_condition_and_one_warning(job, make_spec):
+    problem = builders.shared_storage_problem(make_spec(), OperatorConfig())
+    assert problem and "spec.output.volumeClaim" in problem
+    first = decide(observe(job, make_spec(), storage_problem=problem))
+    condition = cond(first.status, "SharedStorage")
+    assert (condition.status, condition.reason) == ("False", "NoSharedStorage")
+    assert [e.reason for e in first.events].count("NoSharedStorage") == 1
+    again = decide(observe(job, make_spec(), first.status.model_dump(), storage_problem=problem))
+    assert "NoSharedStorage" not in [e.reason for e in again.events]
+
+
+@pytest.mark.parametrize(
+    ("output", "outputVolume", "shared"),
+    [
+        ({}, "", False),
+        ({"uri": "s3://bucket/runs"}, "", True),
+        ({"uri": "/data/runs"}, "", False),
+        ({"uri": "file:///data/runs"}, "", False),
+        ({"volumeClaim": "runs"}, "", True),
+        ({}, "team-runs", True),
+        ({"uri": "/output/mine"}, "team-runs", True),
+        ({"uri": "/elsewhere", "volumeClaim": "runs"}, "", False),
+    ],
+)
+def test_what_counts_as_shared_storage(output, outputVolume, shared, job, make_spec, make_config):
+    spec = make_spec(output=output)
+    config = make_config(outputVolume=outputVolume or None)
+    assert (builders.shared_storage_problem(spec, config) is None) == shared
+    plan = decide(observe(job, spec, storage_problem=builders.shared_storage_problem(spec, config)))
+    assert cond(plan.status, "SharedStorage").status == ("True" if shared else "False")
+
+
+def test_the_jobs_claim_is_mounted_in_every_pod_and_receives_the_outputs(
+    job, make_spec, make_config
+):
+    spec = make_spec(output={"volumeClaim": "runs"}, training__workers=2)
+    config = make_config()
+    kids = builders.build_children(job, spec, resolve_placement(spec, config), config)
+    for pod_ in kids.pods:
+        volumes = {v["name"]: v for v in pod_["spec"]["volumes"]}
+        assert volumes["output"]["persistentVolumeClaim"] == {"claimName": "runs"}
+        mounts = pod_["spec"]["containers"][0]["volumeMounts"]
+        assert {"name": "output", "mountPath": "/output"} in mounts
+    document = builders.runtime_spec_document(job, spec, config)
+    assert document["spec"]["output"]["uri"] == f"/output/{job.namespace}/{job.cluster}"
