@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the pinned test-cluster binaries (Kubernetes control plane, etcd, kwok; helm and kind
-# on request) from the Go modules under e2e/tools/, once per pin set, into
+# Build the pinned test-cluster binaries (Kubernetes control plane, etcd, kwok; the real node's
+# kubelet, kube-proxy and CoreDNS, helm and kind on request) from the Go modules under
+# e2e/tools/, once per pin set, into
 #   ${KUBETRAIN_CACHE:-$HOME/.cache/kubetrain}/bin/<version-key>/
 # and print that directory as the last line of stdout.
 #
@@ -8,10 +9,11 @@
 # but the Go module proxy is. Reruns are cheap: a complete bin dir is reused as it is, and the
 # Go build and module caches live under the same cache dir.
 #
-# Usage: e2e/build-tools.sh [core|all|TOOL...] [--dir] [--check]
+# Usage: e2e/build-tools.sh [core|node|all|TOOL...] [--dir] [--check]
 #   core (default)  kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok
-#   all             core + helm + kind
-#   TOOL            one of: kubernetes etcd kwok helm kind
+#   node            kubelet, kube-proxy, coredns (for `local-cluster.sh up --node`)
+#   all             core + node + helm + kind
+#   TOOL            one of: kubernetes kubernetes-node coredns etcd kwok helm kind
 #   --dir           print the bin dir and exit without building
 #   --check         exit 1 (listing what is missing on stderr) unless the requested binaries exist
 set -euo pipefail
@@ -33,7 +35,7 @@ K8S_VERSION="$(pinned kubernetes k8s.io/kubernetes)"
 
 version_key() {
   local h
-  h="$( { echo "recipe=$RECIPE"; for t in kubernetes etcd kwok helm kind; do
+  h="$( { echo "recipe=$RECIPE"; for t in kubernetes coredns etcd kwok helm kind; do
             cat "$TOOLS_DIR/$t/go.mod" "$TOOLS_DIR/$t/go.sum"; done; } | sha256sum | cut -c1-12)"
   echo "k8s-${K8S_VERSION}-${h}"
 }
@@ -42,8 +44,9 @@ BIN_DIR="$CACHE/bin/$(version_key)"
 binaries_of() {
   case "$1" in
     kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubectl ;;
-    etcd | kwok | helm | kind) echo "$1" ;;
-    *) die "unknown tool '$1' (known: kubernetes etcd kwok helm kind)" ;;
+    kubernetes-node) echo kubelet kube-proxy ;;
+    coredns | etcd | kwok | helm | kind) echo "$1" ;;
+    *) die "unknown tool '$1' (known: kubernetes kubernetes-node coredns etcd kwok helm kind)" ;;
   esac
 }
 
@@ -51,10 +54,11 @@ tools=() mode=build
 for arg in "$@"; do
   case "$arg" in
     core | "") tools+=(kubernetes etcd kwok) ;;
-    all) tools+=(kubernetes etcd kwok helm kind) ;;
+    node) tools+=(kubernetes-node coredns) ;;
+    all) tools+=(kubernetes etcd kwok kubernetes-node coredns helm kind) ;;
     --dir) mode=dir ;;
     --check) mode=check ;;
-    -h | --help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) binaries_of "$arg" >/dev/null; tools+=("$arg") ;;
   esac
 done
@@ -92,7 +96,7 @@ build_tool() {
   local t=$1 tmp ldflags pkgs=() vk major minor
   tmp="$(mktemp -d "$BIN_DIR/.build.XXXXXX")"
   case "$t" in
-    kubernetes)
+    kubernetes | kubernetes-node)
       major="${K8S_VERSION#v}"; major="${major%%.*}"
       minor="${K8S_VERSION#v*.}"; minor="${minor%%.*}"
       ldflags="-s -w"
@@ -100,10 +104,12 @@ build_tool() {
         ldflags+=" -X $vk.gitVersion=$K8S_VERSION -X $vk.gitMajor=$major -X $vk.gitMinor=$minor"
         ldflags+=" -X $vk.gitTreeState=clean -X $vk.gitCommit="
       done
-      pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-            k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
-      (cd "$TOOLS_DIR/$t" && go build -tags providerless -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}")
+      for b in $(binaries_of "$t"); do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+      (cd "$TOOLS_DIR/kubernetes" && go build -tags providerless -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}")
       ;;
+    coredns)
+      # A custom main (e2e/tools/coredns/main.go) that links only the plugins the Corefile uses.
+      (cd "$TOOLS_DIR/$t" && go build -ldflags "-s -w" -o "$tmp/coredns" .) ;;
     etcd)
       (cd "$TOOLS_DIR/$t" && go build -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3) ;;
     kwok)

@@ -7,10 +7,13 @@ validation, RBAC, admission), the real scheduler (taints, extended resources) an
 garbage collector on a 2-core CI machine. kwok keeps the fake nodes Ready and marks their pods
 Running, and it deletes pods once they are marked for deletion, as a kubelet would.
 
+With ``node=True`` (``up --node``) it adds one real worker, ``kt-node-0``: containerd, kubelet,
+kube-proxy and CoreDNS on the host, for tests whose pods must really run (see ``RealNode``).
+
 Standard library only: this runs before the project's virtualenv exists.
 
-CLI: ``python3 e2e/localcluster.py up|down|env|status`` (see ``--help``); library use:
-``LocalCluster(state_dir).up(build=True)`` / ``.down()``.
+CLI: ``python3 e2e/localcluster.py up|down|env|status|import`` (see ``--help``); library use:
+``LocalCluster(state_dir, node=True).up(build=True)`` / ``.import_image(tar)`` / ``.down()``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import ctypes
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -30,6 +34,8 @@ import socket
 import ssl
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -284,45 +290,73 @@ def ensure_pki(pki: Path) -> None:
             f"/CN=kubetrain-local-{ca}",
         )
     for name, (ca, subject, ext) in _LEAF_CERTS.items():
-        csr = pki / f"{name}.csr"
-        _openssl(
-            "req",
-            "-new",
-            "-config",
-            cnf,
-            *ec,
-            "-keyout",
-            pki / f"{name}.key",
-            "-out",
-            csr,
-            "-subj",
-            subject,
-        )
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            csr,
-            "-CA",
-            pki / f"{ca}.crt",
-            "-CAkey",
-            pki / f"{ca}.key",
-            "-set_serial",
-            "0x" + secrets.token_hex(16),
-            "-days",
-            "3650",
-            "-extfile",
-            cnf,
-            "-extensions",
-            ext,
-            "-out",
-            pki / f"{name}.crt",
-        )
-        csr.unlink()
+        _issue_leaf(pki, cnf, name, ca=ca, subject=subject, ext=ext)
     _openssl(
         "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", pki / "sa.key"
     )
     _openssl("pkey", "-in", pki / "sa.key", "-pubout", "-out", pki / "sa.pub")
+
+
+def _issue_leaf(pki: Path, cnf: Path, name: str, *, ca: str, subject: str, ext: str) -> None:
+    """A fresh EC key and a cert for it, signed by `ca`, with the extension section `ext`."""
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    csr = pki / f"{name}.csr"
+    _openssl(
+        "req",
+        "-new",
+        "-config",
+        cnf,
+        *ec,
+        "-keyout",
+        pki / f"{name}.key",
+        "-out",
+        csr,
+        "-subj",
+        subject,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        pki / f"{ca}.crt",
+        "-CAkey",
+        pki / f"{ca}.key",
+        "-set_serial",
+        "0x" + secrets.token_hex(16),
+        "-days",
+        "3650",
+        "-extfile",
+        cnf,
+        "-extensions",
+        ext,
+        "-out",
+        pki / f"{name}.crt",
+    )
+    csr.unlink()
+
+
+def ensure_node_pki(pki: Path, ip: str) -> None:
+    """The real node's certs (kubelet, kube-proxy, CoreDNS, the API server's kubelet client),
+    and an API server cert that also names `ip`: pods reach it there, through the
+    `kubernetes` Service. Only what is missing or stale is (re)issued."""
+    cnf = pki / "openssl-node.cnf"
+    cnf.write_text(
+        _OPENSSL_CNF.replace("{service_ip}", SERVICE_IP).rstrip("\n") + f"\nIP.3 = {ip}\n"
+    )
+    sans = subprocess.run(
+        ["openssl", "x509", "-in", str(pki / "apiserver.crt"), "-noout", "-ext", "subjectAltName"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    if f"IP Address:{ip}" not in {x.strip() for x in sans.replace("\n", ",").split(",")}:
+        ca, subject, ext = _LEAF_CERTS["apiserver"]
+        _issue_leaf(pki, cnf, "apiserver", ca=ca, subject=subject, ext=ext)
+    for name, (ca, subject, ext) in _NODE_LEAF_CERTS.items():
+        if not (pki / f"{name}.crt").exists():
+            _issue_leaf(pki, cnf, name, ca=ca, subject=subject, ext=ext)
 
 
 def _b64(path: Path) -> str:
@@ -621,6 +655,1050 @@ def node_manifest(pool: NodePool, name: str) -> dict[str, Any]:
     }
 
 
+# ----------------------------------------------------------------------------- the real node
+#
+# `up --node` adds one real worker (kubelet + kube-proxy + containerd + CoreDNS on the host)
+# beside the kwok pools, for tests that need pods to really run. The facts behind each choice
+# (cgroup v1, no CAP_SYS_RESOURCE, what the kubelet changes on the host) are measured ones,
+# listed in the project's machine notes.
+
+REAL_NODE = "kt-node-0"
+REAL_POOL = "real"
+REAL_NODE_LABEL = "kubetrain.io/real-node"
+# Only pods that tolerate it run for real: the rest keep landing on the kwok pools, as before.
+REAL_NODE_TAINT = {"key": REAL_NODE_LABEL, "value": "true", "effect": "NoSchedule"}
+REAL_POD_CIDR = "10.244.0.0/24"  # disjoint from kwok's POD_CIDR and from SERVICE_CIDR
+DNS_SERVICE_IP = "10.96.0.10"
+CLUSTER_DOMAIN = "cluster.local"
+CNI_NETWORK = "kubetrain-node"  # CNI puts it in the comments of its iptables rules
+CNI_BRIDGE = "kt-cni0"
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap", "firewall")
+SYSTEM_CNI_BIN = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
+PAUSE_IMAGE = "localhost/kubetrain/pause:e2e"
+BUSYBOX_IMAGE = "localhost/kubetrain/busybox:e2e"
+CONTAINERD_ROOT = CACHE_DIR / "containerd"  # image store: survives `down`, `up` and reruns
+IMAGES_DIR = CACHE_DIR / "images"
+INSTALL_SCRIPT = REPO_ROOT / "e2e" / "install-node-deps.sh"
+NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "coredns")
+NODE_BINARIES = ("kubelet", "kube-proxy", "coredns")
+# Host dirs the node's components create when missing; `down` removes them if still empty.
+HOST_DIRS = ("/run/netns", "/var/lib/cni", "/var/log/containers", "/var/lib/kubelet")
+SHIM_SOCKET_DIR = "/run/containerd/s"  # containerd 1.6 shims' sockets, whatever the state dir
+CNI_CACHE_DIR = "/var/lib/cni"  # libcni's result cache (not configurable in containerd 1.6)
+# The kubelet's device-plugin socket ignores --root-dir.
+KUBELET_FIXED_FILES = ("/var/lib/kubelet/device-plugins/kubelet.sock",)
+
+# Host settings the kubelet (vm.*, kernel.*), CNI (ip_forward) and kube-proxy (route_localnet,
+# conntrack) may rewrite; saved before the node starts and restored by `down`.
+NODE_SYSCTLS = (
+    "vm.overcommit_memory",
+    "vm.panic_on_oom",
+    "kernel.panic",
+    "kernel.panic_on_oops",
+    "kernel.keys.root_maxkeys",
+    "kernel.keys.root_maxbytes",
+    "net.ipv4.ip_forward",
+    "net.ipv4.conf.all.route_localnet",
+    "net.bridge.bridge-nf-call-iptables",
+    "net.bridge.bridge-nf-call-ip6tables",
+    "net.netfilter.nf_conntrack_max",
+    "net.netfilter.nf_conntrack_tcp_timeout_established",
+    "net.netfilter.nf_conntrack_tcp_timeout_close_wait",
+)
+# iptables chains: KUBE-* are the kubelet's (KUBE-FIREWALL, KUBE-KUBELET-CANARY and
+# KUBE-IPTABLES-HINT survive `kube-proxy --cleanup`) and kube-proxy's; `down` removes them all
+# (one real node per machine). CNI-* are the CNI plugins', removed when created since `up`.
+KUBE_CHAIN_PREFIX = "KUBE-"
+CNI_CHAIN_PREFIX = "CNI-"
+
+_NODE_LEAF_CERTS = {
+    "kubelet": ("ca", f"/O=system:nodes/CN=system:node:{REAL_NODE}", "client"),
+    "kube-proxy": ("ca", "/CN=system:kube-proxy", "client"),
+    "apiserver-kubelet-client": (
+        "ca",
+        "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        "client",
+    ),
+    "coredns": ("ca", "/CN=system:coredns", "client"),
+}
+
+
+def _sysctl_path(name: str) -> Path:
+    return Path("/proc/sys") / name.replace(".", "/")
+
+
+def read_sysctls(names: tuple[str, ...] = NODE_SYSCTLS) -> dict[str, str]:
+    """Current values of the sysctls that exist on this kernel (others are skipped)."""
+    out = {}
+    for name in names:
+        with contextlib.suppress(OSError):
+            out[name] = _sysctl_path(name).read_text().strip()
+    return out
+
+
+def restore_sysctls(saved: dict[str, str]) -> list[str]:
+    """Write back the values that changed; return 'name: now -> saved' for each."""
+    changed = []
+    for name, value in saved.items():
+        path = _sysctl_path(name)
+        try:
+            now = path.read_text().strip()
+            if now != value:
+                path.write_text(value + "\n")
+                changed.append(f"{name}: {now} -> {value}")
+        except OSError as e:
+            log(f"cannot restore {name}={value}: {e}")
+    return changed
+
+
+def node_ip() -> str:
+    """The address of the default-route interface ($KUBETRAIN_NODE_IP overrides): the kubelet
+    refuses loopback, and pods reach the API server and CoreDNS there."""
+    if os.environ.get("KUBETRAIN_NODE_IP"):
+        return os.environ["KUBETRAIN_NODE_IP"]
+    routes = json.loads(_run(["ip", "-j", "-4", "route", "show", "default"]) or "[]")
+    devs = [r["dev"] for r in routes if r.get("dev")] or ["eth0"]
+    addrs = json.loads(_run(["ip", "-j", "-4", "addr", "show", "dev", devs[0]]) or "[]")
+    for link in addrs:
+        for a in link.get("addr_info", []):
+            if a.get("family") == "inet" and a.get("scope") == "global":
+                return str(a["local"])
+    raise ClusterError(f"no IPv4 address on {devs[0]}; set KUBETRAIN_NODE_IP")
+
+
+def _run(argv: list[str], *, check: bool = True, timeout: float = 60, **kw: Any) -> str:
+    """Run a short host command and return its stdout; ClusterError with stderr on failure."""
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=timeout, **kw
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        if check:
+            raise ClusterError(f"{argv[0]} failed: {e}") from None
+        return ""
+    if check and proc.returncode != 0:
+        raise ClusterError(f"{' '.join(argv[:4])} failed: {proc.stderr.strip()[-2000:]}")
+    return proc.stdout
+
+
+def cni_conflist(ipam_dir: Path) -> dict[str, Any]:
+    """bridge + host-local + portmap + firewall: firewall matters where a FORWARD DROP policy
+    (Docker's) would otherwise drop pod traffic."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": CNI_NETWORK,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": CNI_BRIDGE,
+                "isGateway": True,
+                "ipMasq": True,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": str(ipam_dir),
+                    "ranges": [[{"subnet": REAL_POD_CIDR}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "firewall"},
+        ],
+    }
+
+
+def containerd_config(
+    *, root: Path, state: Path, socket_path: Path, cni_conf: Path, cni_bin: Path, snapshotter: str
+) -> str:
+    """containerd 1.6 config (version 2) for a private instance beside any system one.
+
+    restrict_oom_score_adj is mandatory here: the kubelet asks for a negative oom_score_adj,
+    this VM lacks CAP_SYS_RESOURCE, and every sandbox would fail with "can't get final
+    child's PID from pipe: EOF". The opt plugin is disabled so nothing lands in /opt.
+    """
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    return f"""\
+version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = [
+  "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+]
+
+[grpc]
+  address = "{socket_path}"
+
+[ttrpc]
+  address = "{socket_path}.ttrpc"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[{cri}]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  disable_apparmor = true
+
+[{cri}.containerd]
+  snapshotter = "{snapshotter}"
+  default_runtime_name = "runc"
+
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[{cri}.containerd.runtimes.runc.options]
+  SystemdCgroup = false
+  Root = "{state}/runc"
+
+[{cri}.cni]
+  bin_dir = "{cni_bin}"
+  conf_dir = "{cni_conf}"
+  max_conf_num = 1
+"""
+
+
+def kubelet_config(
+    *,
+    socket_path: Path,
+    ca: Path,
+    ip: str,
+    port: int,
+    healthz_port: int,
+    pod_logs: Path,
+    max_pods: int = 40,
+) -> dict[str, Any]:
+    """KubeletConfiguration: cgroup v1 allowed, cgroupfs (PID 1 is not systemd), webhook
+    authn/authz with anonymous off, and eviction/image GC thresholds low enough that a
+    fairly full disk neither taints the node nor deletes imported images."""
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "failCgroupV1": False,
+        "cgroupDriver": "cgroupfs",
+        "containerRuntimeEndpoint": f"unix://{socket_path}",
+        "address": ip,
+        "port": port,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": healthz_port,
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(ca)},
+        },
+        "authorization": {"mode": "Webhook"},
+        "clusterDNS": [DNS_SERVICE_IP],
+        "clusterDomain": CLUSTER_DOMAIN,
+        "maxPods": max_pods,
+        "systemReserved": {"cpu": "100m", "memory": "256Mi"},
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+        },
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "serializeImagePulls": False,
+        "rotateCertificates": False,
+        "serverTLSBootstrap": False,
+        "protectKernelDefaults": False,
+        "nodeStatusReportFrequency": "10s",
+        "podLogsDir": str(pod_logs),  # not /var/log/pods
+    }
+
+
+def kube_proxy_config(*, kubeconfig: Path, healthz_port: int, metrics_port: int) -> dict[str, Any]:
+    """iptables mode; conntrack settings left alone (0 = do not touch the host's sysctls)."""
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "mode": "iptables",
+        "clusterCIDR": REAL_POD_CIDR,
+        "hostnameOverride": REAL_NODE,
+        "healthzBindAddress": f"127.0.0.1:{healthz_port}",
+        "metricsBindAddress": f"127.0.0.1:{metrics_port}",
+        "conntrack": {
+            "maxPerCore": 0,
+            "min": 0,
+            "tcpEstablishedTimeout": "0s",
+            "tcpCloseWaitTimeout": "0s",
+        },
+        "iptables": {"minSyncPeriod": "1s", "syncPeriod": "30s"},
+    }
+
+
+def corefile(*, ip: str, kubeconfig: Path, health_port: int, ready_port: int) -> str:
+    """Cluster DNS only: names outside the cluster zones are refused, nothing is forwarded."""
+    return f"""\
+{CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {{
+    bind {ip}
+    errors
+    health 127.0.0.1:{health_port}
+    ready 127.0.0.1:{ready_port}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig} {CLUSTER_NAME}
+        pods insecure
+    }}
+    cache 30
+    loadbalance
+}}
+"""
+
+
+def dns_objects(ip: str) -> list[tuple[str, dict[str, Any]]]:
+    """(collection path, object): RBAC for CoreDNS and a selector-less `kube-dns` Service whose
+    EndpointSlice points at CoreDNS on the host."""
+    ports = [("dns", "UDP"), ("dns-tcp", "TCP")]
+    return [
+        (
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": "system:coredns"},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "resources": ["endpoints", "services", "pods", "namespaces"],
+                        "verbs": ["list", "watch"],
+                    },
+                    {
+                        "apiGroups": ["discovery.k8s.io"],
+                        "resources": ["endpointslices"],
+                        "verbs": ["list", "watch"],
+                    },
+                ],
+            },
+        ),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": "system:coredns"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "system:coredns",
+                },
+                "subjects": [
+                    {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "User",
+                        "name": "system:coredns",
+                    }
+                ],
+            },
+        ),
+        (
+            "/api/v1/namespaces/kube-system/services",
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": "kube-dns",
+                    "namespace": "kube-system",
+                    "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"},
+                },
+                "spec": {
+                    "clusterIP": DNS_SERVICE_IP,
+                    "ports": [
+                        {"name": n, "protocol": p, "port": 53, "targetPort": 53} for n, p in ports
+                    ],
+                },
+            },
+        ),
+        (
+            "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices",
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "kube-dns-host",
+                    "namespace": "kube-system",
+                    "labels": {
+                        "kubernetes.io/service-name": "kube-dns",
+                        "endpointslice.kubernetes.io/managed-by": "local-cluster.kubetrain.io",
+                    },
+                },
+                "addressType": "IPv4",
+                "endpoints": [
+                    {"addresses": [ip], "conditions": {"ready": True}, "nodeName": REAL_NODE}
+                ],
+                "ports": [{"name": n, "protocol": p, "port": 53} for n, p in ports],
+            },
+        ),
+    ]
+
+
+# -- host cleanup helpers (pure parts are unit-tested)
+
+
+def iptables_chains(save: str) -> dict[str, list[str]]:
+    """The KUBE-* and CNI-* chains per table in `iptables-save` output (saved before `up`)."""
+    prefixes = (KUBE_CHAIN_PREFIX, CNI_CHAIN_PREFIX)
+    return {
+        table: sorted(c for c in chains if c.startswith(prefixes))
+        for table, chains, _rules in _parse_iptables_save(save)
+    }
+
+
+def iptables_cleanup_plan(
+    save: str, pod_cidr_prefix: str, before: dict[str, list[str]] | None = None
+) -> dict[str, list[str]]:
+    """From `iptables-save` output, the tables to rewrite (table -> restore lines) without
+    every KUBE-* chain (one kubelet per machine), every rule for our pod network, the CNI-*
+    chains that did not exist `before` (all CNI chains count as pre-existing when unknown),
+    CNI chains our removals emptied, and every jump to a removed chain.
+
+    Rules of other users (Docker, another CNI network) are kept as they are.
+    """
+    plans: dict[str, list[str]] = {}
+    for table, chains, rules in _parse_iptables_save(save):
+        known = set(chains) if before is None else set(before.get(table, []))
+
+        def ours(rule: str) -> bool:
+            target = _jump_target(rule) or ""
+            return (
+                rule.split()[1].startswith(KUBE_CHAIN_PREFIX)
+                or target.startswith(KUBE_CHAIN_PREFIX)
+                or pod_cidr_prefix in rule
+                or f'\\"{CNI_NETWORK}\\"' in rule
+                or f'"{CNI_NETWORK}"' in rule
+                or CNI_BRIDGE in rule
+            )
+
+        dropped = {
+            c
+            for c in chains
+            if c.startswith(KUBE_CHAIN_PREFIX)
+            or (c.startswith(CNI_CHAIN_PREFIX) and c not in known)
+        }
+        had = {r.split()[1] for r in rules}
+        kept = [r for r in rules if not ours(r)]
+        while True:
+            kept = [
+                r for r in kept if r.split()[1] not in dropped and _jump_target(r) not in dropped
+            ]
+            used = {r.split()[1] for r in kept}
+            emptied = {
+                c
+                for c in chains
+                if c.startswith(CNI_CHAIN_PREFIX)
+                and c in had
+                and c not in used
+                and c not in dropped
+            }
+            if not emptied:
+                break
+            dropped |= emptied
+        if len(kept) == len(rules) and not dropped:
+            continue
+        lines = [f"*{table}"]
+        lines += [line for c, line in chains.items() if c not in dropped]
+        lines += [*kept, "COMMIT"]
+        plans[table] = lines
+    return plans
+
+
+def _jump_target(rule: str) -> str | None:
+    parts = rule.split()
+    for flag in ("-j", "-g", "--jump", "--goto"):
+        if flag in parts[:-1]:
+            return parts[parts.index(flag) + 1]
+    return None
+
+
+def _parse_iptables_save(save: str) -> Iterator[tuple[str, dict[str, str], list[str]]]:
+    """(table, {chain: ':chain POLICY [..]' line}, ['-A ...' rules]) per table."""
+    table, chains, rules = "", {}, []
+    for line in save.splitlines():
+        if line.startswith("*"):
+            table, chains, rules = line[1:].strip(), {}, []
+        elif line.startswith(":"):
+            chains[line[1:].split()[0]] = line
+        elif line.startswith("-A "):
+            rules.append(line)
+        elif line.strip() == "COMMIT" and table:
+            yield table, chains, rules
+            table = ""
+
+
+def _mounts_under(prefixes: list[str]) -> list[str]:
+    """Mount points at or below any of `prefixes`, deepest first (unmount order)."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if any(point == p or point.startswith(p.rstrip("/") + "/") for p in prefixes):
+            points.append(point)
+    return sorted(set(points), key=lambda p: p.count("/"), reverse=True)
+
+
+def _bridge_netns(bridge: str = CNI_BRIDGE) -> list[str]:
+    """Named netns (/run/netns/...) holding the far end of a veth on our bridge: the pod
+    sandboxes' network namespaces, found without containerd."""
+    links = json.loads(_run(["ip", "-j", "link", "show", "master", bridge], check=False) or "[]")
+    ids = {link["link_netnsid"] for link in links if "link_netnsid" in link}
+    if not ids:
+        return []
+    named = json.loads(_run(["ip", "-j", "netns", "list"], check=False) or "[]")
+    return [f"/run/netns/{n['name']}" for n in named if n.get("id") in ids]
+
+
+def _cgroup_dirs(name: str = "kubepods") -> list[Path]:
+    """Every cgroup dir named `name` at the top of each v1 hierarchy (and the v2 one)."""
+    root = Path("/sys/fs/cgroup")
+    found = [root / name] if (root / name).is_dir() else []
+    with contextlib.suppress(OSError):
+        found += [h / name for h in root.iterdir() if (h / name).is_dir()]
+    return found
+
+
+def _cgroup_pids(top: Path) -> set[int]:
+    pids: set[int] = set()
+    for dirpath, _dirs, files in os.walk(top):
+        if "cgroup.procs" in files:
+            with contextlib.suppress(OSError, ValueError):
+                pids |= {int(p) for p in (Path(dirpath) / "cgroup.procs").read_text().split()}
+    return pids
+
+
+def _rmdir_tree(top: Path) -> None:
+    """rmdir a cgroup tree bottom-up (cgroup dirs cannot be removed with their files)."""
+    for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda e: e[0].count("/"), reverse=True):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
+
+
+def _load_oci() -> Any:
+    """e2e/oci.py (the project's OCI archive writer), imported from beside this file."""
+    import importlib.util
+
+    name = "kubetrain_e2e_oci"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("oci.py"))
+    if spec is None or spec.loader is None:
+        raise ClusterError("e2e/oci.py is missing; it packs the pause and test images")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def busybox_rootfs(root: Path, busybox: Path = Path("/bin/busybox")) -> None:
+    """A rootfs of Debian's static busybox with every applet linked, and users root/nobody."""
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(busybox, root / "bin" / "busybox")
+    applets = _run([str(busybox), "--list"]).split()
+    for applet in applets:
+        if applet != "busybox" and not (root / "bin" / applet).exists():
+            os.symlink("busybox", root / "bin" / applet)
+    for d in ("etc", "tmp", "proc", "sys", "dev", "root"):
+        (root / d).mkdir(exist_ok=True)
+    (root / "tmp").chmod(0o1777)
+    (root / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+    )
+    (root / "etc" / "group").write_text("root:x:0:\nnobody:x:65534:\n")
+
+
+# The pause container only has to wait for a signal; a shell trap makes PID 1 exit on TERM.
+PAUSE_ENTRYPOINT = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait; done"]
+
+
+def build_node_images(out_dir: Path = IMAGES_DIR) -> dict[str, Path]:
+    """The pause and busybox image archives (built once per machine; no registry needed)."""
+    oci = _load_oci()
+    targets = {PAUSE_IMAGE: out_dir / "pause-e2e.tar", BUSYBOX_IMAGE: out_dir / "busybox-e2e.tar"}
+    if all(p.exists() for p in targets.values()):
+        return targets
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".build.", dir=out_dir))
+    try:
+        busybox_rootfs(work / "rootfs")
+        layer = oci.pack_layer(work / "rootfs", work / "layer.tar")
+        oci.write_image(
+            targets[PAUSE_IMAGE], PAUSE_IMAGE, [layer], oci.ImageConfig(entrypoint=PAUSE_ENTRYPOINT)
+        )
+        oci.write_image(targets[BUSYBOX_IMAGE], BUSYBOX_IMAGE, [layer], oci.ImageConfig(cmd=["sh"]))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return targets
+
+
+class RealNode:
+    """The real worker node of a LocalCluster: its files live in ``<state>/node``, its
+    processes are recorded in ``cluster.json`` like the control plane's, and ``teardown``
+    undoes every host change it made (processes, mounts, netns, bridge, iptables, cgroups,
+    sysctls)."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.dir = cluster.state_dir / "node"
+        self.containerd_dir = self.dir / "containerd"
+        self.socket = self.containerd_dir / "containerd.sock"
+        self.kubelet_root = self.dir / "kubelet"
+        self.cni_conf = self.dir / "cni" / "net.d"
+        self.cni_bin = self.dir / "cni" / "bin"
+        self.ipam_dir = self.dir / "cni" / "ipam"
+        # Outside self.dir, which teardown deletes: the host's values from before the first up.
+        self.host_file = cluster.state_dir / "node-host.json"
+        self.containerd_root = CONTAINERD_ROOT / "root"
+
+    # -- host preparation
+
+    @staticmethod
+    def ensure_host_deps() -> None:
+        """containerd, runc, CNI plugins, iptables, busybox-static from apt, when missing."""
+        proc = subprocess.run(["bash", str(INSTALL_SCRIPT)], check=False)
+        if proc.returncode != 0:
+            raise ClusterError(f"{INSTALL_SCRIPT} failed (exit {proc.returncode}); see above")
+        if os.geteuid() != 0:
+            raise ClusterError("the real node (--node) needs root: kubelet, containerd, iptables")
+        if not Path("/dev/kmsg").exists():  # seen vanish here while another job rebuilt /dev
+            raise ClusterError("/dev/kmsg is missing; the kubelet cannot start without it")
+
+    def other_node_running(self) -> bool:
+        """One real node per machine: a containerd flocks its metadata db while it runs, so
+        a lock held after ours stopped means another state dir's node is up."""
+        db = self.containerd_root / "io.containerd.metadata.v1.bolt" / "meta.db"
+        if not db.exists():
+            return False
+        with open(db, "rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+    def _check_no_other_node(self) -> None:
+        if self.other_node_running():
+            raise ClusterError(
+                f"another containerd uses {self.containerd_root}: a real node from another "
+                "state dir is running; `down` it first (one real node per machine)"
+            )
+
+    def _save_host(self) -> None:
+        """Record sysctls and host paths before anything changes them (kept until teardown,
+        so a second `up` after a crash does not save the kubelet's values as the originals)."""
+        if self.host_file.exists():
+            return
+        host = {
+            "sysctls": read_sysctls(),
+            "existed": [p for p in HOST_DIRS if Path(p).exists()],
+            "iptables": {
+                cmd: iptables_chains(_run([f"{cmd}-save"], check=False))
+                for cmd in ("iptables", "ip6tables")
+                if shutil.which(f"{cmd}-save")
+            },
+        }
+        self.host_file.write_text(json.dumps(host, indent=2))
+
+    def _snapshotter(self) -> str:
+        """overlayfs where the image store's filesystem supports it, else native (copies)."""
+        probe = CONTAINERD_ROOT / ".overlay-probe"
+        shutil.rmtree(probe, ignore_errors=True)
+        for d in ("lower", "upper", "work", "merged"):
+            (probe / d).mkdir(parents=True)
+        opts = f"lowerdir={probe}/lower,upperdir={probe}/upper,workdir={probe}/work"
+        ok = (
+            subprocess.run(
+                ["mount", "-t", "overlay", "overlay", "-o", opts, str(probe / "merged")],
+                capture_output=True,
+                check=False,
+            ).returncode
+            == 0
+        )
+        if ok:
+            subprocess.run(["umount", str(probe / "merged")], check=False)
+        shutil.rmtree(probe, ignore_errors=True)
+        return "overlayfs" if ok else "native"
+
+    def _write_configs(self, state: dict[str, Any], ip: str) -> None:
+        ports = state["node_ports"]
+        sd, pki = self.cluster.state_dir, self.cluster.pki
+        for d in (
+            self.containerd_dir,
+            self.kubelet_root,
+            self.cni_conf,
+            self.cni_bin,
+            self.ipam_dir,
+        ):
+            d.mkdir(parents=True, exist_ok=True)
+        self.containerd_root.mkdir(parents=True, exist_ok=True)
+        for plugin in CNI_PLUGINS:
+            link = self.cni_bin / plugin
+            if not link.is_symlink():
+                link.symlink_to(SYSTEM_CNI_BIN / plugin)
+        (self.cni_conf / "10-kubetrain.conflist").write_text(
+            json.dumps(cni_conflist(self.ipam_dir), indent=2)
+        )
+        (self.containerd_dir / "config.toml").write_text(
+            containerd_config(
+                root=self.containerd_root,
+                state=self.containerd_dir / "state",
+                socket_path=self.socket,
+                cni_conf=self.cni_conf,
+                cni_bin=self.cni_bin,
+                snapshotter=state["snapshotter"],
+            )
+        )
+        (self.dir / "kubelet-config.yaml").write_text(
+            json.dumps(
+                kubelet_config(
+                    socket_path=self.socket,
+                    ca=pki / "ca.crt",
+                    ip=ip,
+                    port=ports["kubelet"],
+                    healthz_port=ports["kubelet-healthz"],
+                    pod_logs=self.dir / "pod-logs",
+                ),
+                indent=2,
+            )
+        )
+        (self.dir / "kube-proxy-config.yaml").write_text(
+            json.dumps(
+                kube_proxy_config(
+                    kubeconfig=sd / "kube-proxy.kubeconfig",
+                    healthz_port=ports["kube-proxy-healthz"],
+                    metrics_port=ports["kube-proxy-metrics"],
+                ),
+                indent=2,
+            )
+        )
+        (self.dir / "Corefile").write_text(
+            corefile(
+                ip=ip,
+                kubeconfig=sd / "coredns.kubeconfig",
+                health_port=ports["coredns-health"],
+                ready_port=ports["coredns-ready"],
+            )
+        )
+
+    # -- containerd / images
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        ctr = ["ctr", "--address", str(self.socket), "--namespace", "k8s.io"]
+        return _run([*ctr, *args], check=check, timeout=timeout)
+
+    def has_image(self, ref: str, digest: str | None = None) -> bool:
+        """`ref` is there (and, when `digest` is given, points at that manifest)."""
+        for line in self.ctr("images", "ls", check=False).splitlines()[1:]:
+            fields = line.split()
+            if fields and fields[0] == ref:
+                return digest is None or digest in fields
+        return False
+
+    def import_image(self, tar: Path, snapshotter: str) -> None:
+        t0 = time.monotonic()
+        self.ctr("images", "import", "--snapshotter", snapshotter, str(tar), timeout=1800)
+        log(f"imported {tar.name} in {time.monotonic() - t0:.1f} s")
+
+    def _ensure_images(self, snapshotter: str) -> None:
+        for ref, tar in build_node_images().items():
+            if not self.has_image(ref):
+                self.import_image(tar, snapshotter)
+
+    def _purge_containers(self) -> list[str]:
+        """Kill and delete every container (and task) of our containerd; return their netns
+        paths. Pod sandboxes of a previous run are stale by definition once the kubelet is
+        stopped."""
+        netns: list[str] = []
+        ids = self.ctr("containers", "ls", "-q", check=False).split()
+        for cid in ids:
+            with contextlib.suppress(ValueError):
+                spec = json.loads(self.ctr("containers", "info", "--spec", cid, check=False))
+                for ns in spec.get("linux", {}).get("namespaces", []):
+                    if ns.get("type") == "network" and ns.get("path"):
+                        netns.append(ns["path"])
+        for cid in ids:
+            self.ctr("tasks", "kill", "--signal", "SIGKILL", cid, check=False, timeout=20)
+        for cid in ids:
+            self.ctr("tasks", "delete", "--force", cid, check=False, timeout=30)
+            self.ctr("containers", "delete", cid, check=False, timeout=30)
+        self._forget(ids)
+        return sorted(set(netns))
+
+    def _forget(self, ids: list[str]) -> None:
+        """Files outside our dirs named after our containers: a killed shim's socket (in the
+        shared /run/containerd/s, named by a hash of our address and the id) and libcni's
+        cached results (only removed by a CNI DEL, which a killed sandbox never got)."""
+        for cid in ids:
+            digest = hashlib.sha256(f"{self.socket}/k8s.io/{cid}".encode()).hexdigest()
+            Path(SHIM_SOCKET_DIR, digest).unlink(missing_ok=True)
+            for f in Path(CNI_CACHE_DIR, "results").glob(f"*-{cid}-*"):
+                f.unlink(missing_ok=True)
+
+    # -- start
+
+    def start(
+        self, state: dict[str, Any], bin_dir: Path, left: Callable[[], float], tie: bool
+    ) -> None:
+        c, sd = self.cluster, self.cluster.state_dir
+        t0 = time.monotonic()
+        self._check_no_other_node()
+        self._save_host()
+        state["snapshotter"] = self._snapshotter()
+        self._write_configs(state, state["node_ip"])
+        c._save_state(state)
+
+        c._spawn(
+            state,
+            "containerd",
+            [
+                shutil.which("containerd") or "containerd",
+                f"--config={self.containerd_dir / 'config.toml'}",
+                "--log-level=warn",
+            ],
+            tie,
+        )
+        c._wait(
+            "containerd",
+            lambda: self.socket.exists() and bool(self.ctr("version", check=False)),
+            "its socket to answer",
+            left(),
+        )
+        stale = self._purge_containers()
+        self._remove_netns(stale)
+        self._ensure_images(state["snapshotter"])
+
+        for path, obj in dns_objects(state["node_ip"]):
+            status, body = c.api("POST", path, obj)
+            if status not in (200, 201, 409):
+                raise ClusterError(f"creating {obj['kind']} {obj['metadata']['name']}: {body}")
+
+        c._spawn(
+            state,
+            "kubelet",
+            [
+                str(bin_dir / "kubelet"),
+                f"--config={self.dir / 'kubelet-config.yaml'}",
+                f"--kubeconfig={sd / 'kubelet.kubeconfig'}",
+                f"--root-dir={self.kubelet_root}",
+                f"--cert-dir={self.kubelet_root / 'pki'}",
+                f"--hostname-override={REAL_NODE}",
+                f"--node-ip={state['node_ip']}",
+                f"--node-labels={POOL_LABEL}={REAL_POOL},{REAL_NODE_LABEL}=true",
+                "--register-with-taints={key}={value}:{effect}".format(**REAL_NODE_TAINT),
+                "--v=1",
+            ],
+            tie,
+        )
+        c._wait("kubelet", self.ready, "the node to be Ready", left())
+        ports = state["node_ports"]
+        c._spawn(
+            state,
+            "kube-proxy",
+            [
+                str(bin_dir / "kube-proxy"),
+                f"--config={self.dir / 'kube-proxy-config.yaml'}",
+                "--v=1",
+            ],
+            tie,
+        )
+        c._spawn(
+            state,
+            "coredns",
+            [str(bin_dir / "coredns"), "-conf", str(self.dir / "Corefile")],
+            tie,
+        )
+        c._wait(
+            "kube-proxy",
+            lambda: c._probe(f"http://127.0.0.1:{ports['kube-proxy-healthz']}/healthz"),
+            "/healthz to answer ok",
+            left(),
+        )
+        c._wait(
+            "coredns",
+            lambda: c._probe(f"http://127.0.0.1:{ports['coredns-ready']}/ready"),
+            "/ready (its Kubernetes caches synced)",
+            left(),
+        )
+        log(f"{REAL_NODE} Ready, with kube-proxy and CoreDNS, in {time.monotonic() - t0:.1f} s")
+
+    def ready(self) -> bool:
+        status, node = self.cluster.api("GET", f"/api/v1/nodes/{REAL_NODE}")
+        if status != 200:
+            return False
+        conds = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
+        taints = [
+            t
+            for t in node.get("spec", {}).get("taints", [])
+            if t["key"].startswith("node.kubernetes.io/")
+        ]
+        return conds.get("Ready") == "True" and not taints
+
+    # -- teardown
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Cordon the node and delete its pods, so the kubelet tears their sandboxes down
+        through CNI (veths, IPs, portmap rules) before it stops."""
+        c = self.cluster
+        c.api(
+            "PATCH",
+            f"/api/v1/nodes/{REAL_NODE}",
+            {"spec": {"unschedulable": True}},
+            content_type="application/strategic-merge-patch+json",
+        )
+        selector = f"fieldSelector=spec.nodeName%3D{REAL_NODE}"
+        status, body = c.api("GET", f"/api/v1/pods?{selector}")
+        if status != 200:
+            return
+        for pod in body.get("items", []):
+            meta = pod["metadata"]
+            c.api(
+                "DELETE",
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 1},
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = c.api("GET", f"/api/v1/pods?{selector}")
+            if status != 200 or not body.get("items"):
+                return
+            time.sleep(0.3)
+        log(f"pods on {REAL_NODE} still there after {timeout:.0f} s; killing their containers")
+
+    def cleanup_host(self, bin_dir: Path | None) -> list[str]:
+        """After the node processes stopped (containerd last): everything they left behind.
+        Returns a list of what was undone, for the log."""
+        done: list[str] = []
+        if bin_dir and (bin_dir / "kube-proxy").exists():
+            _run([str(bin_dir / "kube-proxy"), "--cleanup", "--v=0"], check=False)
+        killed = self._kill_leftovers()
+        if killed:
+            done.append(f"killed {killed} leftover container processes")
+        self._remove_netns(_bridge_netns())  # sandboxes whose containerd died with them
+        mounts = _mounts_under([str(self.dir), str(CONTAINERD_ROOT)])
+        for point in mounts:
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        if mounts:
+            done.append(f"unmounted {len(mounts)} mounts")
+        host = self._load_host()
+        for cmd in ("iptables", "ip6tables"):
+            if self._iptables_cleanup(cmd, host.get("iptables", {}).get(cmd)):
+                done.append(f"{cmd} rules")
+        if Path(f"/sys/class/net/{CNI_BRIDGE}").exists():
+            _run(["ip", "link", "delete", CNI_BRIDGE], check=False)
+            done.append(f"bridge {CNI_BRIDGE}")
+        for top in _cgroup_dirs():
+            _rmdir_tree(top)
+        if _cgroup_dirs():
+            log(f"some kubepods cgroups could not be removed: {_cgroup_dirs()}")
+        self._remove_cni_cache()
+        self._remove_log_links()
+        for f in KUBELET_FIXED_FILES:
+            Path(f).unlink(missing_ok=True)
+        for p in HOST_DIRS:
+            if p not in host.get("existed", [p]):
+                _remove_empty_tree(Path(p))
+        changed = restore_sysctls(host.get("sysctls", {}))
+        if changed:
+            done.append("sysctls " + ", ".join(changed))
+        if not _mounts_under([str(self.dir)]):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.host_file.unlink(missing_ok=True)
+        return done
+
+    def _load_host(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.host_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _kill_leftovers(self) -> int:
+        """SIGKILL what outlived the CRI cleanup: processes in kubepods cgroups (only our
+        kubelet makes them) and shims serving our containerd socket."""
+        victims: set[int] = set()
+        for top in _cgroup_dirs():
+            victims |= _cgroup_pids(top)
+        needle = f"-address\0{self.socket}\0".encode()
+        shim_ids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, ValueError):
+                    cmd = (entry / "cmdline").read_bytes()
+                    if b"containerd-shim" in cmd.split(b"\0")[0] and needle in cmd + b"\0":
+                        victims.add(int(entry.name))
+                        argv = cmd.decode().split("\0")
+                        shim_ids.append(argv[argv.index("-id") + 1])
+        victims.discard(os.getpid())
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while any(_alive(p) for p in victims) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._forget(shim_ids)
+        return len(victims)
+
+    @staticmethod
+    def _remove_netns(paths: list[str]) -> None:
+        for path in paths:
+            subprocess.run(["umount", path], capture_output=True, check=False)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    @staticmethod
+    def _iptables_cleanup(cmd: str, before: dict[str, list[str]] | None) -> bool:
+        if shutil.which(f"{cmd}-save") is None:
+            return False
+        save = _run([f"{cmd}-save"], check=False)
+        prefix = REAL_POD_CIDR.rsplit(".", 1)[0] + "."
+        plans = iptables_cleanup_plan(save, prefix if cmd == "iptables" else "\0none", before)
+        for table, lines in plans.items():
+            proc = subprocess.run(
+                [f"{cmd}-restore"],
+                input="\n".join(lines) + "\n",
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if proc.returncode != 0:
+                log(f"{cmd}-restore of table {table} failed: {proc.stderr.strip()}")
+        return bool(plans)
+
+    def _remove_log_links(self) -> None:
+        """The kubelet links each container's log into /var/log/containers (a fixed path)."""
+        with contextlib.suppress(OSError):
+            for link in Path("/var/log/containers").iterdir():
+                if link.is_symlink() and os.readlink(link).startswith(str(self.dir)):
+                    link.unlink()
+
+    @staticmethod
+    def _remove_cni_cache() -> None:
+        """libcni caches each attachment's result under /var/lib/cni/results."""
+        results = Path(CNI_CACHE_DIR, "results")
+        with contextlib.suppress(OSError):
+            for f in results.glob(f"{CNI_NETWORK}-*"):
+                f.unlink()
+
+
+def _remove_empty_tree(top: Path) -> None:
+    """Remove `top` if it holds nothing but empty directories (mount points are skipped)."""
+    if not top.is_dir() or os.path.ismount(top):
+        return
+    for dirpath, _dirs, files in sorted(os.walk(top), key=lambda e: e[0].count("/"), reverse=True):
+        if not files and not os.path.ismount(dirpath):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+
+
 # ----------------------------------------------------------------------------- the cluster
 
 
@@ -639,6 +1717,7 @@ class LocalCluster:
         audit: bool | None = None,
         apiserver_port: int | None = None,
         crds: Path | str | None = None,
+        node: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir or default_state_dir()).resolve()
         explicit_bin = bin_dir or os.environ.get("KUBETRAIN_BIN_DIR")
@@ -655,12 +1734,14 @@ class LocalCluster:
         # resource types at start and then only every 30 s, so owners of a CRD kind installed
         # later are not watched for up to 30 s (their children linger after deletion).
         self.crds = Path(crds) if crds else None
+        self.node = node  # add the real worker (kubelet, containerd, kube-proxy, CoreDNS)
         self.pki = self.state_dir / "pki"
         self.logs = self.state_dir / "logs"
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.state_file = self.state_dir / "cluster.json"
         self.audit_log = self.state_dir / "audit.log"
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self.real_node = RealNode(self)
 
     # -- binaries
 
@@ -674,14 +1755,16 @@ class LocalCluster:
         return self._bin_dir
 
     def missing_binaries(self) -> list[str]:
-        return [b for b in BINARIES if not os.access(self.bin_dir() / b, os.X_OK)]
+        wanted = (*BINARIES, *NODE_BINARIES) if self.node else BINARIES
+        return [b for b in wanted if not os.access(self.bin_dir() / b, os.X_OK)]
 
     def ensure_binaries(self, build: bool) -> Path:
         missing = self.missing_binaries()
         if missing and build and not os.environ.get("KUBETRAIN_BIN_DIR"):
             log("binaries missing; building them with e2e/build-tools.sh (cold: ~15 min, 2 cores)")
+            groups = ["core", "node"] if self.node else ["core"]
             out = subprocess.run(
-                ["bash", str(BUILD_SCRIPT), "core"], stdout=subprocess.PIPE, text=True, check=False
+                ["bash", str(BUILD_SCRIPT), *groups], stdout=subprocess.PIPE, text=True, check=False
             )
             if out.returncode != 0:
                 raise ClusterError(
@@ -744,13 +1827,18 @@ class LocalCluster:
         return ctx
 
     def api(
-        self, method: str, path: str, body: dict[str, Any] | None = None, server: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        server: str | None = None,
+        content_type: str = "application/json",
     ) -> tuple[int, Any]:
         """Admin request to the API server; returns (status, parsed JSON or text)."""
         server = server or self._load_state().get("server", "")
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(
-            server + path, data=data, method=method, headers={"Content-Type": "application/json"}
+            server + path, data=data, method=method, headers={"Content-Type": content_type}
         )
         try:
             with urllib.request.urlopen(req, context=self._ssl_context(), timeout=10) as resp:
@@ -781,6 +1869,8 @@ class LocalCluster:
         Raises ClusterError naming the failed component, with the tail of its log.
         """
         bin_dir = self.ensure_binaries(build)
+        if self.node:
+            self.real_node.ensure_host_deps()
         with self._locked():
             state = self._load_state()
             if (
@@ -788,6 +1878,7 @@ class LocalCluster:
                 and self._healthy(state)
                 and state.get("bin_dir") == str(bin_dir)
                 and (state.get("audit") or not self.audit)
+                and (state.get("node") or not self.node)
             ):
                 log(f"already up: {state['server']}")
                 return self.info(state)
@@ -819,6 +1910,9 @@ class LocalCluster:
     def _start(self, bin_dir: Path, timeout: float, tie_to_parent: bool) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         ensure_pki(self.pki)
+        ip = node_ip() if self.node else None
+        if ip:
+            ensure_node_pki(self.pki, ip)
         self.logs.mkdir(exist_ok=True)
         etcd_dir = self.state_dir / "etcd"
         if etcd_dir.exists():
@@ -846,8 +1940,12 @@ class LocalCluster:
             "audit_log": str(self.audit_log) if self.audit else None,
             "components": {},
         }
+        users = ["admin", "controller-manager", "scheduler", "kwok"]
+        if ip:
+            state.update(node=True, node_ip=ip, node_ports=self._node_ports(taken))
+            users += ["kubelet", "kube-proxy", "coredns"]
         self._save_state(state)
-        for user in ("admin", "controller-manager", "scheduler", "kwok"):
+        for user in users:
             name = "kubeconfig" if user == "admin" else f"{user}.kubeconfig"
             _write_kubeconfig(self.state_dir / name, server, self.pki, user)
 
@@ -880,11 +1978,8 @@ class LocalCluster:
         apiserver = [
             str(bin_dir / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
             f"--secure-port={ports['apiserver']}",
-            "--advertise-address=127.0.0.1",
-            # loopback cannot be the `kubernetes` Service endpoint; don't try to publish it
-            "--endpoint-reconciler-type=none",
+            *self._apiserver_address_flags(ip),
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
@@ -1029,7 +2124,34 @@ class LocalCluster:
             "the default ServiceAccount to be created",
             left(),
         )
+        if ip:
+            self.real_node.start(state, bin_dir, left, tie_to_parent)
         return state
+
+    @staticmethod
+    def _node_ports(taken: set[int]) -> dict[str, int]:
+        names = ("kubelet", "kubelet-healthz", "kube-proxy-healthz", "kube-proxy-metrics")
+        return {n: _free_port(taken) for n in (*names, "coredns-health", "coredns-ready")}
+
+    def _apiserver_address_flags(self, ip: str | None) -> list[str]:
+        """Loopback only without the real node. With it, the API server also listens on the
+        node's address and publishes it as the `kubernetes` Service endpoint (pods connect
+        there), and reaches kubelets by InternalIP with a client cert (logs, exec)."""
+        if not ip:
+            return [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                # loopback cannot be the `kubernetes` Service endpoint; don't try to publish it
+                "--endpoint-reconciler-type=none",
+            ]
+        return [
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={ip}",
+            "--endpoint-reconciler-type=lease",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={self.pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={self.pki / 'apiserver-kubelet-client.key'}",
+        ]
 
     def _apply_crds(self, bin_dir: Path, timeout: float) -> None:
         """`kubectl apply` the CRD file or folder and wait until every CRD is Established."""
@@ -1143,7 +2265,9 @@ class LocalCluster:
 
     def _healthy(self, state: dict[str, Any]) -> bool:
         comps = state.get("components", {})
-        if set(comps) != set(COMPONENTS) or not all(self._is_ours(c) for c in comps.values()):
+        if set(comps) != set(self._components(state)) or not all(
+            self._is_ours(c) for c in comps.values()
+        ):
             return False
         return self._probe(state["server"] + "/readyz", self._ssl_context())
 
@@ -1154,38 +2278,81 @@ class LocalCluster:
         with self._locked():
             return self._stop_all(self._load_state())
 
+    @staticmethod
+    def _components(state: dict[str, Any]) -> tuple[str, ...]:
+        """What this state's cluster runs, in start order."""
+        return (*COMPONENTS, *NODE_COMPONENTS) if state.get("node") else COMPONENTS
+
     def _stop_all(self, state: dict[str, Any], grace: float = 10.0) -> list[str]:
         comps = state.get("components", {})
         stopped: list[str] = []
+        if state.get("node"):
+            stopped += self._stop_node(state, grace)
         for name in reversed(COMPONENTS):
-            rec = comps.get(name)
-            if not rec:
-                continue
-            pid = rec["pid"]
-            if self._is_ours(rec):
-                with contextlib.suppress(ProcessLookupError):
-                    # start_new_session made the component its group leader: pgid == pid
-                    os.killpg(pid, signal.SIGTERM)
-                deadline = time.monotonic() + grace
-                while (_alive(pid) or _group_members(pid)) and time.monotonic() < deadline:
-                    self._reap(name)
-                    time.sleep(0.05)
-                if _alive(pid) or _group_members(pid):
-                    log(f"{name} (pid {pid}) ignored SIGTERM for {grace:.0f} s; sending SIGKILL")
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pid, signal.SIGKILL)
-                    deadline = time.monotonic() + 5
-                    while (_alive(pid) or _group_members(pid)) and time.monotonic() < deadline:
-                        self._reap(name)
-                        time.sleep(0.05)
-                if _alive(pid) or _group_members(pid):
-                    raise ClusterError(f"{name} (pid {pid}) is still running after SIGKILL")
-                stopped.append(f"{name} (pid {pid})")
-            self._reap(name)
+            if self._stop_component(name, comps.get(name), grace):
+                stopped.append(f"{name} (pid {comps[name]['pid']})")
         if state:
             state["components"] = {}
+            state.pop("node", None)
             self._save_state(state)
         return stopped
+
+    def _stop_node(self, state: dict[str, Any], grace: float) -> list[str]:
+        """Drain the real node, stop its processes (containers before containerd), then undo
+        its host changes. Safe to run again after a crash: each step checks what is left."""
+        comps = state.get("components", {})
+        node, stopped = self.real_node, []
+        ours = {n: bool(comps.get(n)) and self._is_ours(comps[n]) for n in NODE_COMPONENTS}
+        if (
+            ours["kubelet"]
+            and comps.get("kube-apiserver")
+            and self._is_ours(comps["kube-apiserver"])
+        ):
+            node.drain()
+        for name in ("coredns", "kube-proxy", "kubelet"):
+            if self._stop_component(name, comps.get(name), grace):
+                stopped.append(f"{name} (pid {comps[name]['pid']})")
+        netns = node._purge_containers() if ours["containerd"] else []
+        if self._stop_component("containerd", comps.get("containerd"), grace):
+            stopped.append(f"containerd (pid {comps['containerd']['pid']})")
+        node._remove_netns(netns)
+        if node.other_node_running():  # its cgroups, chains and bridge are not ours to remove
+            log("another real node runs on this machine: host cleanup left to its `down`")
+            return stopped
+        bin_dir = Path(state["bin_dir"]) if state.get("bin_dir") else None
+        undone = node.cleanup_host(bin_dir)
+        if undone:
+            log("node cleanup: " + "; ".join(undone))
+        return stopped
+
+    def _stop_component(self, name: str, rec: dict[str, Any] | None, grace: float) -> bool:
+        """SIGTERM (then SIGKILL) the process group of `rec` if it is still the one we
+        started; True when it was running."""
+        if not rec:
+            return False
+        pid = rec["pid"]
+        if not self._is_ours(rec):
+            self._reap(name)
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            # start_new_session made the component its group leader: pgid == pid
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while (_alive(pid) or _group_members(pid)) and time.monotonic() < deadline:
+            self._reap(name)
+            time.sleep(0.05)
+        if _alive(pid) or _group_members(pid):
+            log(f"{name} (pid {pid}) ignored SIGTERM for {grace:.0f} s; sending SIGKILL")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while (_alive(pid) or _group_members(pid)) and time.monotonic() < deadline:
+                self._reap(name)
+                time.sleep(0.05)
+        if _alive(pid) or _group_members(pid):
+            raise ClusterError(f"{name} (pid {pid}) is still running after SIGKILL")
+        self._reap(name)
+        return True
 
     def _reap(self, name: str) -> None:
         """Collect our own child's exit status so it does not linger as a zombie."""
@@ -1199,9 +2366,10 @@ class LocalCluster:
         out: dict[str, Any] = {
             "state_dir": str(self.state_dir),
             "server": state.get("server"),
+            "node": REAL_NODE if state.get("node") else None,
             "components": {},
         }
-        for name in COMPONENTS:
+        for name in self._components(state):
             rec = comps.get(name)
             if rec and self._is_ours(rec):
                 rss = _rss_mib(rec["pid"])
@@ -1221,6 +2389,53 @@ class LocalCluster:
         out["state"] = "up" if out["ready"] else ("partial" if any(running) else "down")
         return out
 
+    # -- images on the real node
+
+    def _containerd_state(self) -> dict[str, Any]:
+        state = self._load_state()
+        rec = state.get("components", {}).get("containerd")
+        if not (state.get("node") and rec and self._is_ours(rec)):
+            raise ClusterError(
+                f"no real node runs in {self.state_dir}; "
+                "start it with `e2e/local-cluster.sh up --node`"
+            )
+        return state
+
+    def import_image(self, tar_path: Path | str) -> None:
+        """Load an image archive (OCI layout or docker-archive tar) into the real node's
+        containerd, where pods with `imagePullPolicy: Never` find it; it survives `down`."""
+        tar = Path(tar_path)
+        if not tar.is_file():
+            raise ClusterError(f"image archive {tar} does not exist")
+        state = self._containerd_state()
+        self.real_node.import_image(tar, state.get("snapshotter", "overlayfs"))
+
+    def has_image(self, ref: str, digest: str | None = None) -> bool:
+        """True when the real node's containerd has `ref` (e.g. localhost/kubetrain/busybox:e2e),
+        and, with `digest`, when the ref points at that manifest (a rebuilt image keeps its tag)."""
+        self._containerd_state()
+        return self.real_node.has_image(ref, digest)
+
+    def ensure_image(self, tar_path: Path | str) -> bool:
+        """Import an OCI archive unless the node already has its ref at its digest; True
+        when it imported. Layers already present are not unpacked again."""
+        ref, digest = archive_image(Path(tar_path))
+        if self.has_image(ref, digest):
+            return False
+        self.import_image(tar_path)
+        return True
+
+
+def archive_image(tar: Path) -> tuple[str, str]:
+    """The ref and manifest digest of an OCI archive, from its index.json."""
+    with tarfile.open(tar) as archive:
+        member = archive.extractfile("index.json")
+        if member is None:
+            raise ClusterError(f"{tar} has no index.json: not an OCI archive")
+        (manifest,) = json.load(member)["manifests"]
+    ref = manifest.get("annotations", {}).get("io.containerd.image.name", "")
+    return ref, manifest["digest"]
+
 
 # ----------------------------------------------------------------------------- CLI
 
@@ -1238,7 +2453,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="local-cluster.sh",
         description="Local Kubernetes control plane + kwok GPU node pools for cluster tests.",
     )
-    parser.add_argument("command", choices=["up", "down", "env", "status"])
+    parser.add_argument("command", choices=["up", "down", "env", "status", "import"])
+    parser.add_argument("file", nargs="?", type=Path, help="import: image archive (.tar)")
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -1253,6 +2469,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--build", action="store_true", help="up: build missing binaries with e2e/build-tools.sh"
+    )
+    parser.add_argument(
+        "--node",
+        action="store_true",
+        help=f"up: add a real worker node ({REAL_NODE}: kubelet, containerd, kube-proxy, CoreDNS)",
     )
     parser.add_argument(
         "--audit",
@@ -1277,7 +2498,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-crds", dest="crds", action="store_const", const=None)
     parser.add_argument("--json", action="store_true", help="status: machine-readable output")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # `import --state-dir D FILE` too
 
     cluster = LocalCluster(
         args.state_dir,
@@ -1285,6 +2506,7 @@ def main(argv: list[str] | None = None) -> int:
         audit=args.audit,
         apiserver_port=args.apiserver_port,
         crds=args.crds,
+        node=args.node,
     )
     try:
         if args.command == "up":
@@ -1295,12 +2517,17 @@ def main(argv: list[str] | None = None) -> int:
             log("stopped " + ", ".join(stopped) if stopped else "nothing was running")
         elif args.command == "env":
             sys.stdout.write(_env_lines(cluster.info()))
+        elif args.command == "import":
+            if not args.file:
+                parser.error("import needs an image archive: local-cluster.sh import FILE.tar")
+            cluster.import_image(args.file)
         else:
             st = cluster.status()
             if args.json:
                 print(json.dumps(st, indent=2))
             else:
-                print(f"cluster: {st['state']}  server: {st['server'] or '-'}")
+                node = f"  real node: {st['node']}" if st["node"] else ""
+                print(f"cluster: {st['state']}  server: {st['server'] or '-'}{node}")
                 print(f"  state dir: {st['state_dir']}")
                 for name, c in st["components"].items():
                     what = (

@@ -19,3 +19,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         if tier in TIERS and item.get_closest_marker(tier) is None:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+# One control plane per session for the cluster and e2e tiers: defined once, here, so that
+# both tiers get the same session fixtures (a fixture defined in two conftests runs twice).
+from kube_session import *  # noqa: E402, F403
+from kube_session import pytest_collection_finish  # noqa: E402, F401

@@ -11,6 +11,8 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -80,8 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         peering_name=config.peeringName,
         priority=config.peeringPriority,
         liveness_endpoint=args.liveness or None,
+        identity=operator_identity(),
     )
     return 0
+
+
+def operator_identity() -> str:
+    """kopf's peering identity. kopf derives it from the login name, which a container that
+    runs as a uid without a passwd entry (the chart's 65532, OpenShift's random uids) lacks:
+    getpwuid() then raises, and the operator crash-loops at start."""
+    return f"kubetrain-{os.getuid()}@{socket.gethostname()}"
 
 
 def tune_gc() -> None:

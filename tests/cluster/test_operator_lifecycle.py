@@ -66,9 +66,11 @@ def test_a_job_creates_exactly_its_children_on_the_pool_asked_for(
             assert pod.spec.security_context.run_as_non_root is True
         assert status["rayClusterName"] == cluster
         assert status["observedGeneration"] == 1
-        assert {c["type"]: c["status"] for c in status["conditions"]} == {"ClusterReady": "True"}
+        conditions = {c["type"]: c["status"] for c in status["conditions"]}
+        # No output volume and no object store: the job says its checkpoints are not shared.
+        assert conditions == {"ClusterReady": "True", "SharedStorage": "False"}
         reasons = {e.reason for e in jobs.events("gpus")}
-        assert "ClusterReady" in reasons
+        assert {"ClusterReady", "NoSharedStorage"} <= reasons
 
 
 def test_an_impossible_gpu_request_is_unschedulable_then_fails_at_the_deadline(
