@@ -140,8 +140,14 @@ def _metadata(job: JobRef, name: str, component: str, **extra_labels: str) -> Ob
 
 
 def output_claim(spec: TrainingJobSpec, config: OperatorConfig) -> str | None:
-    """The PVC mounted at /output in every Ray pod: the job's own, else the admin's."""
-    return spec.output.volumeClaim or config.outputVolume or None
+    """The PVC mounted at /output in every Ray pod: the job's own, else the admin's, which
+    a job writing to an object store does not need (a volume that can only be attached on
+    some nodes would still bind its pods to those nodes)."""
+    if spec.output.volumeClaim:
+        return spec.output.volumeClaim
+    if spec.output.uri and _is_object_store(spec.output.uri):
+        return None
+    return config.outputVolume or None
 
 
 def _is_object_store(uri: str) -> bool:

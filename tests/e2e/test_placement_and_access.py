@@ -33,6 +33,8 @@ def test_a_gpu_job_lands_on_its_gpu_pool(workspace, kubectl, gpu_pools):
     job["metadata"]["name"] = "gpu-cnn"
     job["spec"]["cluster"]["nodePool"] = "a100"
     job["spec"]["training"]["resourcesPerWorker"] = {"cpu": "4", "memory": "16Gi", "gpu": 2}
+    # Not the namespace's claim: its local volume lives on the real node, not in this pool.
+    job["spec"]["output"] = {"uri": "s3://kubetrain-e2e/gpu-cnn"}
     kubectl("apply", "-n", workspace.name, "-f", "-", stdin=yaml.safe_dump(job))
     uid = get_json(kubectl, "trainingjob", "gpu-cnn", "-n", workspace.name)["metadata"]["uid"]
 

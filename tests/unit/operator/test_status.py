@@ -727,3 +727,11 @@ def test_the_jobs_claim_is_mounted_in_every_pod_and_receives_the_outputs(
         assert {"name": "output", "mountPath": "/output"} in mounts
     document = builders.runtime_spec_document(job, spec, config)
     assert document["spec"]["output"]["uri"] == f"/output/{job.namespace}/{job.cluster}"
+
+
+def test_a_job_writing_to_an_object_store_does_not_mount_the_default_volume(make_spec, make_config):
+    config = make_config(outputVolume="team-runs")
+    assert builders.output_claim(make_spec(output={"uri": "s3://b/runs"}), config) is None
+    assert builders.output_claim(make_spec(), config) == "team-runs"
+    mine = make_spec(output={"uri": "s3://b/runs", "volumeClaim": "mine"})
+    assert builders.output_claim(mine, config) == "mine"
