@@ -16,8 +16,9 @@ The layers are packed into an OCI archive (``e2e/oci.py``) for ``ctr -n k8s.io i
 
 Everything is cached under ``$KUBETRAIN_CACHE/images`` (default ``~/.cache/kubetrain``) by the
 hash of its inputs: base by the release and package list; deps by pyproject.toml, the extra,
-the variant and these scripts; project by the package sources on top. A rerun with unchanged
-inputs only hashes (well under a second); a source edit rebuilds only the project layer.
+the variant and RECIPE; project by the package sources and these scripts on top. A rerun with
+unchanged inputs only hashes (well under a second); a source edit rebuilds only the project
+layer.
 
     e2e/build-images.sh [operator] [runtime] [--variant cuda|cpu] [--torch-index URL]
     e2e/build-images.sh --print-ref runtime      # the reference only, nothing built
@@ -219,7 +220,7 @@ def base_key() -> str:
 
 
 def _key(name: str, parts: list[bytes], files: Sequence[Path]) -> str:
-    for path in [*files, *(ROOT / s for s in SCRIPTS)]:
+    for path in files:
         parts += [path.relative_to(ROOT).as_posix().encode(), path.read_bytes()]
     return f"{name}-" + _digest(parts)
 
@@ -231,13 +232,14 @@ def _image_name(spec: ImageSpec, variant: str) -> str:
 def deps_key(spec: ImageSpec, variant: str, torch_index: str, base: str) -> str:
     """The deps layer: the base, pyproject.toml, the extra, the torch source, the steps."""
     parts = [s.encode() for s in (base, spec.extra, variant, torch_index, *spec.deps_steps)]
+    parts.append(f"recipe={RECIPE}".encode())  # not the scripts: an edit there costs GBs
     return _key(f"{_image_name(spec, variant)}-deps", parts, [ROOT / "pyproject.toml"])
 
 
 def app_key(spec: ImageSpec, variant: str, deps: str) -> str:
     """The project layer (and the image): the deps layer and every package source."""
     parts = [s.encode() for s in (deps, *spec.project_steps)]
-    return _key(_image_name(spec, variant), parts, source_files())
+    return _key(_image_name(spec, variant), parts, [*source_files(), *(ROOT / s for s in SCRIPTS)])
 
 
 @contextmanager
@@ -280,6 +282,8 @@ def ensure_debootstrap() -> None:
     if shutil.which("debootstrap"):
         return
     # Another agent may hold apt's lock: wait for it instead of failing.
+    # A fresh machine may have no package lists yet.
+    run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-qq"])
     run(["apt-get", "install", "-y", "-o", "DPkg::Lock::Timeout=600", "debootstrap"])
 
 
