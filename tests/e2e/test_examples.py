@@ -73,6 +73,9 @@ def test_every_example_trains_in_the_cluster(example, workspace, kubectl, cluste
     assert timeline.seen["stage_data"] <= timeline.seen["stage_training"]
     live = [s for s in timeline.samples if s["phase"] == "Running" and s["progress"].get("percent")]
     assert live, "no live progress was seen while the job ran"
+    running = [s for s in timeline.samples if s["phase"] == "Running"]
+    assert any(s["dataStats"] for s in running), "no data statistics while the job ran"
+    assert any(s["metrics"] for s in running), "no metrics while the job ran"
     assert status["progress"]["percent"] == 100
     assert status["progress"]["epoch"] == job["spec"]["training"]["epochs"]
     assert status["metrics"] and status["keyMetric"]
