@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -78,7 +79,10 @@ def images(cluster_info: Any) -> Images:
 @pytest.fixture(scope="session")
 def helm(cluster_info: Any) -> Callable[..., subprocess.CompletedProcess[str]]:
     """The pinned helm (``e2e/build-tools.sh helm``) against the test cluster."""
-    exe = cluster_info.kubectl.parent / "helm" if cluster_info.kubectl else Path("helm")
+    if cluster_info.external:
+        exe = Path(shutil.which("helm") or "helm")
+    else:
+        exe = cluster_info.kubectl.parent / "helm"
     if not exe.exists():
         pytest.fail(f"no helm at {exe} (build it with e2e/build-tools.sh helm)", pytrace=False)
 
@@ -98,9 +102,10 @@ def helm(cluster_info: Any) -> Callable[..., subprocess.CompletedProcess[str]]:
 
 
 def _placement(cluster_info: Any) -> dict[str, Any]:
-    """nodeSelector and tolerations that put a pod on a real node."""
+    """nodeSelector and tolerations that put a pod on a node that runs it: the local
+    cluster's real node, or an external cluster's (kind's) CPU pool."""
     if cluster_info.external:
-        return {}
+        return {"nodeSelector": {localcluster.POOL_LABEL: "cpu"}, "tolerations": []}
     return {"nodeSelector": REAL_NODE_SELECTOR, "tolerations": [REAL_NODE_TOLERATION]}
 
 
@@ -108,10 +113,8 @@ def chart_values(images: Images, placement: dict[str, Any]) -> dict[str, Any]:
     """The chart's values for this tier: the images that were imported, pool ``cpu`` on
     the real node, the kwok GPU pool, outputs on each namespace's claim."""
     operator_repo, operator_tag = images.operator.rsplit(":", 1)
-    cpu_pool: dict[str, Any] = {"gpu": False}
-    if placement:
-        cpu_pool |= {"nodeSelector": placement["nodeSelector"],
-                     "tolerations": placement["tolerations"]}  # fmt: skip
+    cpu_pool = {"gpu": False, "nodeSelector": placement["nodeSelector"],
+                "tolerations": placement["tolerations"]}  # fmt: skip
     return {
         "image": {"repository": operator_repo, "tag": operator_tag, "pullPolicy": "Never"},
         "nodePools": {
