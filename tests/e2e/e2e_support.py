@@ -124,7 +124,7 @@ def _record(kubectl: Kubectl, namespace: str, job: dict, status: dict, timeline:
         "at": round(time.monotonic() - timeline.started, 1),
         "phase": status.get("phase"),
         "progress": progress,
-        "nodes": sorted({p["spec"].get("nodeName", "") for p in pods}),
+        "nodes": sorted({p["spec"]["nodeName"] for p in pods if p["spec"].get("nodeName")}),
         "metrics": bool(status.get("metrics")),
         "dataStats": bool(status.get("dataStats")),
     })  # fmt: skip

@@ -64,7 +64,7 @@ def test_every_example_trains_in_the_cluster(example, workspace, kubectl, cluste
     assert status["phase"] == "Succeeded", json.dumps(status, indent=2)[-3000:]
 
     # The cluster ran on the real node, and status moved through both stages with live data.
-    node_sets = [s["nodes"] for s in timeline.samples if s["nodes"] and s["nodes"] != [""]]
+    node_sets = [s["nodes"] for s in timeline.samples if s["nodes"]]
     assert node_sets, "no Ray pod was ever seen scheduled"
     if not cluster_info.external:
         assert all(nodes == [localcluster.REAL_NODE] for nodes in node_sets), node_sets
