@@ -35,6 +35,8 @@ class JobInfo:
     message: str
     start_time_ms: int | None
     end_time_ms: int | None
+    #: The driver's exit code, once it ended (Ray's ``driver_exit_code``).
+    exit_code: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -103,6 +105,7 @@ class RayJobsClient:
             message=data.get("message") or "",
             start_time_ms=data.get("start_time"),
             end_time_ms=data.get("end_time"),
+            exit_code=data.get("driver_exit_code"),
         )
 
     async def stop(self, submission_id: str) -> bool:

@@ -255,7 +255,7 @@ async def _observe_ray(ctx: Context, job: JobRef, current: TrainingJobStatus) ->
         final = None
         if info.status in ("SUCCEEDED", "FAILED"):
             final = status.parse_final_report(await client.logs(current.submissionId))
-        return RayJobState(info.status, info.message, final)  # type: ignore[arg-type]
+        return RayJobState(info.status, info.message, final, info.exit_code)  # type: ignore[arg-type]
     except RayJobsError as exc:
         return RayJobState("UNREACHABLE", str(exc))
 

@@ -27,7 +27,7 @@ from kubetrain.api.v1alpha1 import (
     TrainingJobSpec,
     TrainingJobStatus,
 )
-from kubetrain.errors import SpecError
+from kubetrain.errors import SpecError, UserError
 
 from .naming import ANNOTATION_TEMPLATE, ROLE_HEAD, JobRef
 
@@ -147,6 +147,8 @@ class FinalReport:
     key_metric: str | None = None
     artifacts: dict[str, Any] | None = None
     data_stats: dict[str, Any] | None = None
+    #: The one line the runtime gave when it finished (its error, when it failed).
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class RayJobState:
     status: RayStatus
     message: str = ""
     final: FinalReport | None = None
+    exit_code: int | None = None
 
 
 @dataclass(frozen=True)
@@ -513,6 +516,12 @@ def _follow(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHea
         _cleanup(obs, w)
         return w.plan()
     _merge_final(w, ray.final)
+    if ray.status == "FAILED" and ray.exit_code == UserError.exit_code:
+        # The runtime found the job or its data wrong: another attempt would fail the same way.
+        said = ray.final.message if ray.final and ray.final.message else ray.message
+        w.finish(False, "InvalidInput", f"attempt {st.attempts}: {said}")
+        _cleanup(obs, w)
+        return w.plan()
     reason = {"STOPPED": "RayJobStopped", "NOT_FOUND": "RayJobLost"}.get(ray.status, "RayJobFailed")
     message = ray.message or f"Ray job {st.submissionId} ended {ray.status}"
     return _attempt_failed(obs, w, spec, reason, message, stop=False)
@@ -685,6 +694,7 @@ def parse_final_report(logs: str) -> FinalReport | None:
     key_metric: str | None = None
     artifacts: dict[str, Any] | None = None
     data_stats: dict[str, Any] | None = None
+    message: str | None = None
     found = False
     for line in logs.splitlines():
         at = line.find(EVENT_PREFIX)
@@ -706,12 +716,14 @@ def parse_final_report(logs: str) -> FinalReport | None:
             artifacts = {**(artifacts or {}), **event["artifacts"]}
         if isinstance(event.get("dataStats"), dict):
             data_stats = {**(data_stats or {}), **event["dataStats"]}
+        if event.get("event") == "finished" and isinstance(event.get("message"), str):
+            message = event["message"]
         if event.get("event") == "checkpoint" and event.get("uri"):
             checkpoint = {"latestCheckpoint": event["uri"], "checkpointEpoch": event.get("epoch")}
             artifacts = {**(artifacts or {}), **checkpoint}
     if not found:
         return None
-    return FinalReport(metrics, key_metric, artifacts, data_stats)
+    return FinalReport(metrics, key_metric, artifacts, data_stats, message)
 
 
 def submission_failed(obs: Observed, error: str) -> Plan:

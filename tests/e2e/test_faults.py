@@ -41,7 +41,7 @@ def test_a_missing_data_file_fails_once_with_its_path(workspace, kubectl):
     uid = _apply(kubectl, workspace.name, job)
     final, _ = follow_job(kubectl, workspace.name, "no-data", timeout=600)
     status = final["status"]
-    assert status["phase"] == "Failed", status
+    assert (status["phase"], status["reason"]) == ("Failed", "InvalidInput"), status
     assert "/output/data/not-there.csv" in status["message"]
     assert status["attempts"] == 1, "a wrong spec is not retried"
     assert _no_pods_left(kubectl, workspace.name, uid)

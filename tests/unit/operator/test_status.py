@@ -735,3 +735,21 @@ def test_a_job_writing_to_an_object_store_does_not_mount_the_default_volume(make
     assert builders.output_claim(make_spec(), config) == "team-runs"
     mine = make_spec(output={"uri": "s3://b/runs", "volumeClaim": "mine"})
     assert builders.output_claim(mine, config) == "mine"
+
+
+def test_a_runtime_that_found_its_input_wrong_is_not_retried(job, make_spec):
+    """Exit code 2 is the runtime's bad-input exit (a missing data file, say): another
+    attempt would fail the same way, whatever backoffLimit allows."""
+    spec = make_spec(runPolicy={"backoffLimit": 3})
+    final = parse_final_report(
+        'KUBETRAIN_EVENT {"event": "finished", "succeeded": false, '
+        '"message": "data file /data/x.csv does not exist"}'
+    )
+    ray = RayJobState("FAILED", "Job entrypoint command failed with exit code 2", final, 2)
+    plan = decide(observe(job, spec, running(job), cluster_pods(job, spec), ray))
+    st = plan.status
+    assert (st.phase, st.reason, st.failedAttempts) == ("Failed", "InvalidInput", None)
+    assert st.message == "attempt 1: data file /data/x.csv does not exist"
+    other = RayJobState("FAILED", "worker died", final, 1)
+    plan = decide(observe(job, spec, running(job), cluster_pods(job, spec), other))
+    assert (plan.status.phase, plan.status.failedAttempts) == ("Retrying", 1)
