@@ -37,7 +37,7 @@ def test_a_missing_data_file_fails_once_with_its_path(workspace, kubectl):
     job = shrunk_example("iris-csv-mlp")
     job["metadata"]["name"] = "no-data"
     job["spec"]["data"]["source"]["uri"]["path"] = "/output/data/not-there.csv"
-    job["spec"]["runPolicy"]["backoffLimit"] = 2
+    job["spec"]["runPolicy"] |= {"backoffLimit": 2, "cleanupPolicy": "DeleteCluster"}
     uid = _apply(kubectl, workspace.name, job)
     final, _ = follow_job(kubectl, workspace.name, "no-data", timeout=600)
     status = final["status"]
