@@ -135,3 +135,17 @@ def report(key: str, value: Any) -> None:
     current = json.loads(REPORT.read_text()) if REPORT.exists() else {}
     current[key] = value
     REPORT.write_text(json.dumps(current, indent=2))
+
+
+def children_left(
+    kubectl: Kubectl, namespace: str, uid: str, kinds: str = "pods", timeout: float = 90
+) -> list[str]:
+    """The job's children of these kinds that are still there after waiting up to
+    ``timeout`` for them to go (garbage collection and pod termination take seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = kubectl("get", kinds, "-n", namespace, "-l", f"kubetrain.io/job-uid={uid}",
+                       "-o", "name").stdout.split()  # fmt: skip
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(1)

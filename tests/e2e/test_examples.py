@@ -9,7 +9,6 @@ test process only runs ``kubectl`` and ``helm``.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import yaml
@@ -17,6 +16,7 @@ from e2e_support import (
     OUTPUT_CLAIM,
     REPO_ROOT,
     RESTRICTED,
+    children_left,
     follow_job,
     get_json,
     report,
@@ -30,21 +30,6 @@ EXAMPLES = sorted(p.stem for p in (REPO_ROOT / "examples").glob("*.yaml"))
 #: What the runtime writes under a job's output root (``runtime/kubetrain_runtime/outputs.py``).
 OUTPUTS = {"model/model.pt", "metrics.json", "data_report.json"}
 CHILD_KINDS = "pods,services,configmaps,serviceaccounts,roles,rolebindings"
-
-
-def _children(kubectl, namespace: str, uid: str) -> list[str]:
-    out = kubectl("get", CHILD_KINDS, "-n", namespace, "-l", f"kubetrain.io/job-uid={uid}",
-                  "-o", "name").stdout  # fmt: skip
-    return out.split()
-
-
-def _wait_gone(kubectl, namespace: str, uid: str, timeout: float = 90) -> list[str]:
-    deadline = time.monotonic() + timeout
-    left = _children(kubectl, namespace, uid)
-    while left and time.monotonic() < deadline:
-        time.sleep(1)
-        left = _children(kubectl, namespace, uid)
-    return left
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
@@ -102,7 +87,7 @@ def test_every_example_trains_in_the_cluster(example, workspace, kubectl, cluste
     # Deleting the job removes every child.
     uid = final["metadata"]["uid"]
     kubectl("delete", "trainingjob", name, "-n", workspace.name, "--wait", "--timeout=120s")
-    assert _wait_gone(kubectl, workspace.name, uid) == []
+    assert children_left(kubectl, workspace.name, uid, CHILD_KINDS) == []
 
 
 def test_the_operator_runs_as_a_pod_from_its_image(operator_release, images, cluster_info):

@@ -8,22 +8,9 @@ import time
 
 import pytest
 import yaml
-from e2e_support import follow_job, get_json, shrunk_example
+from e2e_support import children_left, follow_job, get_json, shrunk_example
 
 pytestmark = pytest.mark.e2e
-
-
-def _pods(kubectl, namespace: str, uid: str) -> list[dict]:
-    return get_json(kubectl, "pods", "-n", namespace, "-l", f"kubetrain.io/job-uid={uid}")["items"]
-
-
-def _no_pods_left(kubectl, namespace: str, uid: str, timeout: float = 90) -> bool:
-    deadline = time.monotonic() + timeout
-    while _pods(kubectl, namespace, uid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(1)
-    return True
 
 
 def _apply(kubectl, namespace: str, job: dict) -> str:
@@ -44,7 +31,7 @@ def test_a_missing_data_file_fails_once_with_its_path(workspace, kubectl):
     assert (status["phase"], status["reason"]) == ("Failed", "InvalidInput"), status
     assert "/output/data/not-there.csv" in status["message"]
     assert status["attempts"] == 1, "a wrong spec is not retried"
-    assert _no_pods_left(kubectl, workspace.name, uid)
+    assert children_left(kubectl, workspace.name, uid) == []
 
 
 def test_a_deadline_shorter_than_the_training_stops_it(workspace, kubectl):
@@ -57,7 +44,7 @@ def test_a_deadline_shorter_than_the_training_stops_it(workspace, kubectl):
     status = final["status"]
     assert (status["phase"], status["reason"]) == ("Failed", "DeadlineExceeded"), status
     assert 60 <= timeline.seen["failed"] <= 120, timeline.seen
-    assert _no_pods_left(kubectl, workspace.name, uid)
+    assert children_left(kubectl, workspace.name, uid) == []
 
 
 def test_an_image_no_node_has_is_shown_at_once_and_fails_at_the_startup_deadline(
@@ -84,4 +71,4 @@ def test_an_image_no_node_has_is_shown_at_once_and_fails_at_the_startup_deadline
     assert status["reason"] in ("ImagePullBackOff", "ErrImagePull"), status
     assert "startupDeadlineSeconds" in status["message"]
     assert shown < 20
-    assert _no_pods_left(kubectl, workspace.name, uid)
+    assert children_left(kubectl, workspace.name, uid) == []
