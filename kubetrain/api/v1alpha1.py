@@ -551,6 +551,12 @@ class ClusterSpec(ApiModel):
 # ------------------------------------------------------------------------- output
 
 
+def is_object_store(uri: str) -> bool:
+    """A URI with a scheme other than file:// (s3://, gs://, ...): storage every pod sees.
+    The operator (which places outputs) and the runtime (which writes them) both ask."""
+    return "://" in uri and not uri.startswith("file://")
+
+
 class OutputSpec(ApiModel):
     uri: str | None = Field(
         None,

@@ -26,6 +26,7 @@ from kubetrain.api.v1alpha1 import (
     ClusterSpec,
     Toleration,
     TrainingJobSpec,
+    is_object_store,
 )
 
 from .config import OperatorConfig
@@ -145,20 +146,16 @@ def output_claim(spec: TrainingJobSpec, config: OperatorConfig) -> str | None:
     some nodes would still bind its pods to those nodes)."""
     if spec.output.volumeClaim:
         return spec.output.volumeClaim
-    if spec.output.uri and _is_object_store(spec.output.uri):
+    if spec.output.uri and is_object_store(spec.output.uri):
         return None
     return config.outputVolume or None
-
-
-def _is_object_store(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
 
 
 def shared_storage_problem(spec: TrainingJobSpec, config: OperatorConfig) -> str | None:
     """Why this job's checkpoints and outputs would live on one pod's own disk (a head
     and at least one worker make every job multi-pod), or None when they are shared."""
     uri = spec.output.uri
-    if uri and _is_object_store(uri):
+    if uri and is_object_store(uri):
         return None
     claim = output_claim(spec, config)
     if claim and (not uri or uri == OUTPUT_MOUNT or uri.startswith(OUTPUT_MOUNT + "/")):

@@ -12,11 +12,13 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from kubetrain.api.v1alpha1 import is_object_store
+
 
 def normalize_uri(uri: str, base: Path | None = None) -> str:
     """Local paths become absolute (relative ones against ``base``, default the current
     directory); URIs with a scheme are kept as they are."""
-    if "://" in uri and not uri.startswith("file://"):
+    if is_object_store(uri):
         return uri.rstrip("/")
     path = Path(uri.removeprefix("file://")).expanduser()
     if not path.is_absolute():
