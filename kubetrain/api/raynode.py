@@ -28,6 +28,9 @@ MIN_OBJECT_STORE = 75 * 2**20
 #: asks for one, so it lands on a worker pod of its own, never on the head (whose CPUs are
 #: for the driver and Ray Data).
 WORKER_SLOT = "kubetrain_worker"
+#: The main process of every Ray pod, around ``ray start --block``: it ends the node when
+#: the kernel OOM-kills one of its processes, so the pod fails as ``OOMKilled``.
+NODE_GUARD = "python -m kubetrain_runtime.node_guard"
 
 
 @dataclass(frozen=True)

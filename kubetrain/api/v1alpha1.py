@@ -711,6 +711,22 @@ class Artifacts(ApiModel):
     checkpointEpoch: int | None = Field(None, description="Epoch of the newest checkpoint.")
 
 
+#: Attempts kept in ``status.attemptHistory`` (the newest; backoffLimit allows up to 101).
+MAX_ATTEMPT_RECORDS = 20
+
+
+class AttemptRecord(ApiModel):
+    """One finished attempt, so that a retried job shows what each try met."""
+
+    attempt: int = Field(ge=1, description="The attempt's number, from 1.")
+    reason: str = Field(description="How it ended (CamelCase), such as OOMKilled or Succeeded.")
+    message: str = Field("", description="Details for humans.")
+    finishedAt: str | None = Field(None, description="When it ended (RFC 3339).")
+    checkpointEpoch: int | None = Field(
+        None, description="Epoch of the newest checkpoint when it ended: where the next resumes."
+    )
+
+
 class TrainingJobStatus(ApiModel):
     phase: Phase | None = Field(None, description="Where the job is in its lifecycle.")
     reason: str | None = Field(None, description="Why it is in this phase (CamelCase).")
@@ -728,6 +744,12 @@ class TrainingJobStatus(ApiModel):
         None,
         description="Attempts that failed; the job is retried while this is at most "
         "runPolicy.backoffLimit.",
+    )
+    attemptHistory: list[AttemptRecord] = Field(
+        default_factory=list,
+        max_length=MAX_ATTEMPT_RECORDS,
+        description="How each finished attempt ended, oldest first (the newest "
+        f"{MAX_ATTEMPT_RECORDS}).",
     )
     rayClusterName: str | None = Field(
         None, description="Name shared by the Ray cluster's objects."

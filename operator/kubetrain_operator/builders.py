@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from kubetrain.api.raynode import head_node, worker_node
+from kubetrain.api.raynode import NODE_GUARD, head_node, worker_node
 from kubetrain.api.v1alpha1 import (
     API_VERSION,
     GROUP,
@@ -356,7 +356,9 @@ def _pod(
     if security:
         container["securityContext"] = security
     pod_spec: Obj = {
-        "restartPolicy": "Always",
+        # A Ray node restarted in place is a new node (a restarted head, a new cluster):
+        # a pod that exits stays Failed, with its reason, and the operator decides.
+        "restartPolicy": "Never",
         "containers": [container],
         "volumes": volumes,
         "enableServiceLinks": True,
@@ -411,7 +413,7 @@ def head_pod(
     res = spec.cluster.head.resources
     limits = {"cpu": str(res.cpu), "memory": str(res.memory)}
     command = (
-        "exec ray start --head --block --disable-usage-stats"
+        f"exec {NODE_GUARD} ray start --head --block --disable-usage-stats"
         ' --node-ip-address="$POD_IP"'
         f" --port={GCS_PORT} --dashboard-host=0.0.0.0 --dashboard-port={DASHBOARD_PORT}"
         f" --dashboard-agent-listen-port={AGENT_PORT}"
@@ -448,7 +450,7 @@ def worker_pod(
         limits[placement.gpu_resource] = str(res.gpu)
     host = f"${{{_service_host_env(job)}:-{job.head_service}.{job.namespace}.svc}}"
     command = (
-        "exec ray start --block --disable-usage-stats"
+        f"exec {NODE_GUARD} ray start --block --disable-usage-stats"
         f' --address="{host}:{GCS_PORT}" --node-ip-address="$POD_IP"'
         f" --dashboard-agent-listen-port={AGENT_PORT}"
         f" {worker_node(res).ray_start_flags()}"

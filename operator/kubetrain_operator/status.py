@@ -19,8 +19,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from kubetrain.api.v1alpha1 import (
+    MAX_ATTEMPT_RECORDS,
     TERMINAL_PHASES,
     Artifacts,
+    AttemptRecord,
     Condition,
     DataStats,
     Progress,
@@ -43,7 +45,8 @@ DETERMINISTIC_REASONS = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 #: (progress, metrics, dataStats, artifacts) and the operator only fills them at the end.
 OWNED_FIELDS = (
     "phase", "reason", "message", "conditions", "observedGeneration", "startTime",
-    "completionTime", "attempts", "failedAttempts", "rayClusterName", "dashboardURL",
+    "completionTime", "attempts", "failedAttempts", "attemptHistory", "rayClusterName",
+    "dashboardURL",
     "submissionId",
 )  # fmt: skip
 FINAL_FIELDS = ("progress", "metrics", "keyMetric", "dataStats", "artifacts")
@@ -110,9 +113,9 @@ def summarize_pod(body: dict[str, Any]) -> PodState:
             break
     phase = status.get("phase", "Pending")
     if phase in ("Failed", "Succeeded") and problem is None:
-        reason = status.get("reason") or "PodFailed"
+        reason = status.get("reason") or _oom_killed(containers) or "PodFailed"
         detail = status.get("message") or _terminated(containers) or f"pod phase {phase}"
-        problem = ("PodFailed" if reason == "PodFailed" else reason, detail)
+        problem = (reason, detail)
     return PodState(
         name=meta.get("name", ""),
         role=(meta.get("labels") or {}).get("kubetrain.io/role", ""),
@@ -125,6 +128,15 @@ def summarize_pod(body: dict[str, Any]) -> PodState:
         template=(meta.get("annotations") or {}).get(ANNOTATION_TEMPLATE),
         gated=bool(spec.get("schedulingGates")),
     )
+
+
+def _oom_killed(containers: list[dict[str, Any]]) -> str | None:
+    """``OOMKilled`` when a container was ended for exceeding its memory limit."""
+    for container in containers:
+        done = (container.get("state") or {}).get("terminated") or {}
+        if done.get("reason") == "OOMKilled":
+            return "OOMKilled"
+    return None
 
 
 def _terminated(containers: list[dict[str, Any]]) -> str:
@@ -387,6 +399,7 @@ def decide(obs: Observed) -> Plan:
     if deadline is not None and started and obs.now - started > timedelta(seconds=deadline):
         if st.phase == "Running" and st.submissionId:
             w.actions.append(StopRayJob(st.submissionId))
+            _record_attempt(w, "DeadlineExceeded", "stopped at activeDeadlineSeconds")
         w.finish(False, "DeadlineExceeded", f"activeDeadlineSeconds ({deadline}s) exceeded")
         _cleanup(obs, w)
         return w.plan()
@@ -411,6 +424,13 @@ def _storage(w: _Writer, problem: str | None) -> None:
 
 def _provision(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHealth) -> Plan:
     st = w.status
+    failed_now = _failed_since_last_attempt(st, obs.pods, health.broken)
+    if failed_now:
+        # A Ray pod that exits before the job runs (OOMKilled at start, a crash) is a
+        # failed attempt like one during training: counted, retried within backoffLimit.
+        loss = _describe_loss(obs, failed_now)
+        w.condition("ClusterReady", False, "ClusterFailed", loss.message)
+        return _attempt_failed(obs, w, spec, loss, stop=False)
     if health.broken:
         w.actions.append(DeletePods(health.broken))
     if health.outdated:
@@ -496,10 +516,9 @@ def _follow(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHea
                     "spec.cluster changed while running: applies when the cluster is rebuilt "
                     "(suspend and resume, or a retry)")  # fmt: skip
     if health.missing or health.broken:
-        lost = ", ".join((*health.missing, *health.broken))
-        detail = health.problem[1] if health.problem else f"pods gone: {lost}"
-        w.condition("ClusterReady", False, "ClusterFailed", detail)
-        return _attempt_failed(obs, w, spec, "ClusterFailed", detail, stop=True)
+        loss = _describe_loss(obs, (*health.missing, *health.broken))
+        w.condition("ClusterReady", False, "ClusterFailed", loss.message)
+        return _attempt_failed(obs, w, spec, loss, stop=True)
     if ray is None:
         return w.plan()
     if ray.status == "UNREACHABLE":  # keep the phase, say why nothing moves; look again later
@@ -513,6 +532,7 @@ def _follow(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHea
         if st.progress is not None:
             st.progress = st.progress.model_copy(update={"percent": 100, "etaSeconds": 0})
         w.finish(True, "Succeeded", f"attempt {st.attempts} succeeded")
+        _record_attempt(w, "Succeeded", "")
         _cleanup(obs, w)
         return w.plan()
     _merge_final(w, ray.final)
@@ -520,38 +540,91 @@ def _follow(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHea
         # The runtime found the job or its data wrong: another attempt would fail the same way.
         said = ray.final.message if ray.final and ray.final.message else ray.message
         w.finish(False, "InvalidInput", f"attempt {st.attempts}: {said}")
+        _record_attempt(w, "InvalidInput", said)
         _cleanup(obs, w)
         return w.plan()
     reason = {"STOPPED": "RayJobStopped", "NOT_FOUND": "RayJobLost"}.get(ray.status, "RayJobFailed")
     message = ray.message or f"Ray job {st.submissionId} ended {ray.status}"
-    return _attempt_failed(obs, w, spec, reason, message, stop=False)
+    return _attempt_failed(obs, w, spec, Loss(reason, message), stop=False)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Why an attempt failed, and whether the Ray cluster must be rebuilt for the next."""
+
+    reason: str
+    message: str
+    head_lost: bool = False
+
+
+def _describe_loss(obs: Observed, lost: Iterable[str]) -> Loss:
+    """Name the pod that ended the attempt, the head first: a lost head takes the whole
+    Ray cluster with it. A pod's own reason (OOMKilled, Evicted) wins over the generic."""
+    lost = tuple(lost)
+    head = obs.job.head_pod
+    culprit = head if head in lost else lost[0]
+    role = "head" if culprit == head else "worker"
+    pod = next((p for p in obs.pods if p.name == culprit), None)
+    if pod is None or pod.terminating:
+        return Loss(f"{role.capitalize()}PodLost", f"Ray {role} pod {culprit} was deleted",
+                    culprit == head)  # fmt: skip
+    reason, detail = pod.problem or ("PodFailed", f"pod phase {pod.phase}")
+    if reason == "PodFailed":
+        reason = f"{role.capitalize()}PodFailed"
+    return Loss(reason, f"Ray {role} pod {culprit} failed: {detail}", culprit == head)
+
+
+def _failed_since_last_attempt(
+    st: TrainingJobStatus, pods: Iterable[PodState], broken: Iterable[str]
+) -> tuple[str, ...]:
+    """Broken pods of the current attempt. A pod created before the last attempt ended
+    already counted for it (the look after a failure may still see it, not yet deleted)."""
+    ended = parse_time(st.attemptHistory[-1].finishedAt) if st.attemptHistory else None
+    created = {p.name: parse_time(p.created) for p in pods}
+    return tuple(
+        name for name in broken
+        if ended is None or (created.get(name) is not None and created[name] >= ended)
+    )  # fmt: skip
 
 
 def _attempt_failed(
-    obs: Observed, w: _Writer, spec: TrainingJobSpec, reason: str, message: str, *, stop: bool
+    obs: Observed, w: _Writer, spec: TrainingJobSpec, loss: Loss, *, stop: bool
 ) -> Plan:
     """Count a failed attempt; retry (on the same cluster when it is healthy, else on a
     rebuilt one) while the backoff limit allows, from the last checkpoint."""
     st = w.status
     failed = (st.failedAttempts or 0) + 1
     st.failedAttempts = failed
+    st.attempts = max(st.attempts or 0, failed)  # also when it failed before submission
     if stop and st.submissionId:
         w.actions.append(StopRayJob(st.submissionId))
+    _record_attempt(w, loss.reason, loss.message)
     limit = spec.runPolicy.backoffLimit
     if failed <= limit:
-        text = f"attempt {st.attempts} failed: {message}; retry {failed} of {limit}"
-        w.phase("Retrying", reason, text, warning=True)
-        w.condition("Running", False, reason, text)
-        broken = assess_cluster(obs.expected_pods, obs.pods).broken
-        if broken:
-            w.actions.append(DeletePods(broken))
+        text = f"attempt {st.attempts} failed: {loss.message}; retry {failed} of {limit}"
+        w.phase("Retrying", loss.reason, text, warning=True)
+        w.condition("Running", False, loss.reason, text)
+        if loss.head_lost:  # workers of a lost head belong to no cluster: rebuild it all
+            doomed = tuple(p.name for p in obs.pods if not p.terminating)
+        else:
+            doomed = assess_cluster(obs.expected_pods, obs.pods).broken
+        if doomed:
+            w.actions.append(DeletePods(doomed))
         return w.plan()
-    text = f"attempt {st.attempts} failed: {message}" + (
+    text = f"attempt {st.attempts} failed: {loss.message}" + (
         f" (backoffLimit {limit} reached)" if limit else ""
     )
-    w.finish(False, reason, text)
+    w.finish(False, loss.reason, text)
     _cleanup(obs, w)
     return w.plan()
+
+
+def _record_attempt(w: _Writer, reason: str, message: str) -> None:
+    st = w.status
+    checkpoint = st.artifacts.checkpointEpoch if st.artifacts else None
+    record = AttemptRecord(attempt=max(st.attempts or 1, 1), reason=reason, message=message,
+                           finishedAt=w.stamp, checkpointEpoch=checkpoint)  # fmt: skip
+    st.attemptHistory = [*st.attemptHistory, record][-MAX_ATTEMPT_RECORDS:]
 
 
 def _suspend(obs: Observed, w: _Writer) -> Plan:

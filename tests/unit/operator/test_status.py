@@ -272,9 +272,66 @@ def test_a_broken_cluster_stops_the_job_and_rebuilds(job, make_spec):
     pods[1] = replace(pods[1], phase="Failed", problem=("Evicted", "node lost"))
     obs = observe(job, spec, running(job), pods, RayJobState("RUNNING"))
     plan = decide(obs)
-    assert (plan.status.phase, plan.status.reason) == ("Retrying", "ClusterFailed")
+    assert (plan.status.phase, plan.status.reason) == ("Retrying", "Evicted")
+    assert f"Ray worker pod {job.worker_pod(0)} failed: node lost" in plan.status.message
     assert StopRayJob(job.submission_id(1)) in plan.actions
     assert DeletePods((job.worker_pod(0),)) in plan.actions
+    record = plan.status.attemptHistory[-1]
+    assert (record.attempt, record.reason) == (1, "Evicted")
+
+
+def test_a_deleted_worker_is_named_and_only_it_is_recreated(job, make_spec):
+    spec = make_spec(training__workers=2)
+    pods = [p for p in cluster_pods(job, spec) if p.name != job.worker_pod(1)]
+    plan = decide(observe(job, spec, running(job), pods, RayJobState("RUNNING")))
+    assert (plan.status.phase, plan.status.reason) == ("Retrying", "WorkerPodLost")
+    assert f"Ray worker pod {job.worker_pod(1)} was deleted" in plan.status.message
+    assert actions_of(plan, DeletePods) == []
+    retry = decide(observe(job, spec, plan.status.model_dump(), pods))
+    assert actions_of(retry, EnsureCluster) == [EnsureCluster((job.worker_pod(1),), False)]
+
+
+def test_a_lost_head_rebuilds_the_whole_cluster(job, make_spec):
+    spec = make_spec(training__workers=2)
+    pods = [p for p in cluster_pods(job, spec) if p.name != job.head_pod]
+    plan = decide(observe(job, spec, running(job), pods, RayJobState("UNREACHABLE")))
+    assert (plan.status.phase, plan.status.reason) == ("Retrying", "HeadPodLost")
+    assert job.head_pod in plan.status.message
+    assert DeletePods((job.worker_pod(0), job.worker_pod(1))) in plan.actions
+
+
+def test_a_lost_head_with_no_retries_left_fails_naming_the_head(job, make_spec):
+    spec = make_spec(runPolicy__backoffLimit=0)
+    head = pod(
+        job.head_pod,
+        role="head",
+        phase="Failed",
+        problem=("OOMKilled", "container ray-head exited with code 137 (OOMKilled)"),
+    )
+    pods = [head, *(p for p in cluster_pods(job, spec) if p.name != job.head_pod)]
+    plan = decide(observe(job, spec, running(job), pods, RayJobState("UNREACHABLE")))
+    assert (plan.status.phase, plan.status.reason) == ("Failed", "OOMKilled")
+    assert f"Ray head pod {job.head_pod} failed" in plan.status.message
+
+
+def test_a_pod_that_exits_before_submission_is_a_counted_attempt(job, make_spec):
+    spec = make_spec(runPolicy__backoffLimit=1)
+    oom = ("OOMKilled", "container ray-worker exited with code 137 (OOMKilled)")
+    pods = [replace(p, phase="Failed", ready=False, problem=oom) if p.role == "worker" else p
+            for p in cluster_pods(job, spec)]  # fmt: skip
+    first = decide(observe(job, spec, {"phase": "Provisioning", "startTime": EARLIER}, pods))
+    st = first.status
+    assert (st.phase, st.reason, st.attempts, st.failedAttempts) == ("Retrying", "OOMKilled", 1, 1)
+    assert DeletePods((job.worker_pod(0),)) in first.actions
+    # The next look may still see the same failed pod (not yet deleted): not counted twice.
+    again = decide(observe(job, spec, st.model_dump(), pods, now=NOW + timedelta(seconds=1)))
+    assert again.status.failedAttempts == 1
+    # The pod of attempt 2 fails too: backoffLimit 1 is reached.
+    later = NOW + timedelta(seconds=30)
+    pods2 = [replace(p, created=timestamp(later)) if p.role == "worker" else p for p in pods]
+    final = decide(observe(job, spec, st.model_dump(), pods2, now=later))
+    assert (final.status.phase, final.status.reason) == ("Failed", "OOMKilled")
+    assert [r.attempt for r in final.status.attemptHistory] == [1, 2]
 
 
 def test_active_deadline_stops_ray_and_fails(job, make_spec):
@@ -453,7 +510,7 @@ def _pod_body(status, deleting=False):
                     {"name": "c", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
                 ],
             },
-            ("PodFailed", "container c exited with code 137 (OOMKilled)"),
+            ("OOMKilled", "container c exited with code 137 (OOMKilled)"),
         ),
     ],
 )
