@@ -50,9 +50,9 @@ def long_job(name: str, epochs: int = EPOCHS, **run_policy: Any) -> dict[str, An
 
 def apply(kubectl: Kubectl, namespace: str, job: dict[str, Any]) -> str:
     kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(job))
-    return get_json(kubectl, "trainingjob", job["metadata"]["name"], "-n", namespace)[
-        "metadata"
-    ]["uid"]
+    return get_json(kubectl, "trainingjob", job["metadata"]["name"], "-n", namespace)["metadata"][
+        "uid"
+    ]
 
 
 def wait_for(
@@ -103,6 +103,7 @@ def retrained(
 ) -> dict[str, float]:
     """Wait for attempt ``attempt`` to train its first epoch; seconds from ``since`` to the
     resubmission and to that epoch."""
+
     def training(st: Status) -> bool:
         return st.get("attempts") == attempt and (st.get("progress") or {}).get("stage") == (
             "training"
@@ -111,8 +112,13 @@ def retrained(
     status, _ = wait_for(kubectl, namespace, name, f"attempt {attempt} training", training)
     submitted = round(time.monotonic() - since, 1)
     epoch = (status.get("progress") or {}).get("epoch") or 0
-    wait_for(kubectl, namespace, name, "a new epoch",
-             lambda st: ((st.get("progress") or {}).get("epoch") or 0) > epoch)  # fmt: skip
+    wait_for(
+        kubectl,
+        namespace,
+        name,
+        "a new epoch",
+        lambda st: ((st.get("progress") or {}).get("epoch") or 0) > epoch,
+    )
     return {"training_again_s": submitted, "first_new_epoch_s": round(time.monotonic() - since, 1)}
 
 
@@ -140,16 +146,24 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(workspace, kubectl):
     before, _ = wait_for(kubectl, ns, "worker-kill", "a checkpoint", checkpoint_at(3))
     worker = pod_of(kubectl, ns, uid, "worker")["metadata"]["name"]
     killed = kill_pod(kubectl, ns, worker)
-    retrying, detected = wait_for(kubectl, ns, "worker-kill", "Retrying",
-                                  lambda st: st.get("phase") == "Retrying")  # fmt: skip
+    retrying, detected = wait_for(
+        kubectl, ns, "worker-kill", "Retrying", lambda st: st.get("phase") == "Retrying"
+    )
     assert retrying["reason"] == "WorkerPodLost", retrying
     assert worker in retrying["message"] and "retry 1 of 2" in retrying["message"]
     timings = retrained(kubectl, ns, "worker-kill", 2, killed)
     final, _ = follow_job(kubectl, ns, "worker-kill", timeout=600)
     status = final["status"]
-    report("fault:worker-killed", {"detect_s": detected, **timings,
-                                   "checkpoint_at_kill": before["artifacts"]["checkpointEpoch"],
-                                   "while_retrying": retrying["message"], **summary(status)})  # fmt: skip
+    report(
+        "fault:worker-killed",
+        {
+            "detect_s": detected,
+            **timings,
+            "checkpoint_at_kill": before["artifacts"]["checkpointEpoch"],
+            "while_retrying": retrying["message"],
+            **summary(status),
+        },
+    )
     assert (status["phase"], status["attempts"], status["failedAttempts"]) == ("Succeeded", 2, 1)
     assert [r["reason"] for r in status["attemptHistory"]] == ["WorkerPodLost", "Succeeded"]
     metrics = assert_history_whole(workspace, status, EPOCHS)
@@ -164,17 +178,25 @@ def test_a_killed_head_is_retried_on_a_rebuilt_cluster(workspace, kubectl):
     first = {p["metadata"]["uid"] for p in ray_pods(kubectl, ns, uid)}
     head = pod_of(kubectl, ns, uid, "head")["metadata"]["name"]
     killed = kill_pod(kubectl, ns, head)
-    retrying, detected = wait_for(kubectl, ns, "head-kill", "Retrying",
-                                  lambda st: st.get("phase") == "Retrying")  # fmt: skip
+    retrying, detected = wait_for(
+        kubectl, ns, "head-kill", "Retrying", lambda st: st.get("phase") == "Retrying"
+    )
     assert retrying["reason"] == "HeadPodLost" and head in retrying["message"], retrying
     timings = retrained(kubectl, ns, "head-kill", 2, killed)
     rebuilt = {p["metadata"]["uid"] for p in ray_pods(kubectl, ns, uid)}
     assert not first & rebuilt, "the workers of the lost head were kept"
     final, _ = follow_job(kubectl, ns, "head-kill", timeout=600)
     status = final["status"]
-    report("fault:head-killed", {"detect_s": detected, **timings,
-                                 "checkpoint_at_kill": before["artifacts"]["checkpointEpoch"],
-                                 "while_retrying": retrying["message"], **summary(status)})  # fmt: skip
+    report(
+        "fault:head-killed",
+        {
+            "detect_s": detected,
+            **timings,
+            "checkpoint_at_kill": before["artifacts"]["checkpointEpoch"],
+            "while_retrying": retrying["message"],
+            **summary(status),
+        },
+    )
     assert (status["phase"], status["attempts"], status["failedAttempts"]) == ("Succeeded", 2, 1)
     metrics = assert_history_whole(workspace, status, EPOCHS)
     assert metrics["resumedFromEpoch"] >= before["artifacts"]["checkpointEpoch"]
@@ -215,13 +237,27 @@ def test_an_operator_restart_mid_run_duplicates_nothing(workspace, kubectl):
         time.sleep(1)
     finished = round(time.monotonic() - killed, 1)
     head = pod_of(kubectl, ns, uid, "head")["metadata"]["name"]
-    jobs = kubectl("exec", "-n", ns, head, "--", "python", "-c",
-                   "import json, urllib.request; print(json.dumps([j['submission_id'] for j in "
-                   "json.load(urllib.request.urlopen('http://127.0.0.1:8265/api/jobs/'))]))")  # fmt: skip
+    jobs = kubectl(
+        "exec",
+        "-n",
+        ns,
+        head,
+        "--",
+        "python",
+        "-c",
+        "import json, urllib.request; print(json.dumps([j['submission_id'] for j in "
+        "json.load(urllib.request.urlopen('http://127.0.0.1:8265/api/jobs/'))]))",
+    )
     submissions = json.loads(jobs.stdout)
-    report("fault:operator-restarted", {"operator_ready_again_s": back,
-                                        "job_finished_after_s": finished,
-                                        "ray_submissions": submissions, **summary(status)})  # fmt: skip
+    report(
+        "fault:operator-restarted",
+        {
+            "operator_ready_again_s": back,
+            "job_finished_after_s": finished,
+            "ray_submissions": submissions,
+            **summary(status),
+        },
+    )
     assert status["phase"] == "Succeeded", status
     assert status["attempts"] == 1 and not status.get("failedAttempts")
     assert seen == pods_before, "a Ray pod was created again after the operator restarted"
@@ -240,26 +276,32 @@ def test_suspend_then_resume_continues_from_the_checkpoint(workspace, kubectl):
         return time.monotonic()
 
     suspended_at = patch(True)
-    suspended, detected = wait_for(kubectl, ns, "suspend-resume", "Suspended",
-                                   lambda st: st.get("phase") == "Suspended")  # fmt: skip
+    suspended, detected = wait_for(
+        kubectl, ns, "suspend-resume", "Suspended", lambda st: st.get("phase") == "Suspended"
+    )
     assert children_left(kubectl, ns, uid) == [], "pods stayed while suspended"
     pods_gone = round(time.monotonic() - suspended_at, 1)
     resumed_at = patch(False)
     timings = retrained(kubectl, ns, "suspend-resume", 2, resumed_at)
     final, _ = follow_job(kubectl, ns, "suspend-resume", timeout=600)
     status = final["status"]
-    report("fault:suspend-resume", {"suspended_s": detected, "pods_gone_s": pods_gone,
-                                    "checkpoint_at_suspend": before["artifacts"]["checkpointEpoch"],
-                                    "while_suspended": suspended["message"], **timings,
-                                    **summary(status)})  # fmt: skip
+    report(
+        "fault:suspend-resume",
+        {
+            "suspended_s": detected,
+            "pods_gone_s": pods_gone,
+            "checkpoint_at_suspend": before["artifacts"]["checkpointEpoch"],
+            "while_suspended": suspended["message"],
+            **timings,
+            **summary(status),
+        },
+    )
     assert status["phase"] == "Succeeded" and not status.get("failedAttempts"), status
     metrics = assert_history_whole(workspace, status, EPOCHS)
     assert metrics["resumedFromEpoch"] >= before["artifacts"]["checkpointEpoch"]
 
 
-def test_a_worker_out_of_memory_is_reported_and_retried_by_the_backoff_limit(
-    workspace, kubectl
-):
+def test_a_worker_out_of_memory_is_reported_and_retried_by_the_backoff_limit(workspace, kubectl):
     """A model far too large for its worker's memory limit (test-only): the kernel kills the
     training process, the pod fails as OOMKilled, and each attempt says so."""
     ns = workspace.name
