@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+#: The runtime's exit code when a training worker ran out of memory (Ray's memory monitor
+#: stopped it): the operator reports the attempt as ``OOMKilled``, like a pod the kernel killed.
+EXIT_OUT_OF_MEMORY = 3
+
 
 class UserError(Exception):
     """A problem in the user's input: a manifest, a data file, a column name."""

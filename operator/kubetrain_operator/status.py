@@ -29,7 +29,7 @@ from kubetrain.api.v1alpha1 import (
     TrainingJobSpec,
     TrainingJobStatus,
 )
-from kubetrain.errors import SpecError, UserError
+from kubetrain.errors import EXIT_OUT_OF_MEMORY, SpecError, UserError
 
 from .naming import ANNOTATION_TEMPLATE, ROLE_HEAD, JobRef
 
@@ -543,8 +543,12 @@ def _follow(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHea
         _record_attempt(w, "InvalidInput", said)
         _cleanup(obs, w)
         return w.plan()
+    said = ray.final.message if ray.final and ray.final.message else None
+    if ray.status == "FAILED" and ray.exit_code == EXIT_OUT_OF_MEMORY:
+        # Ray's memory monitor stopped a worker before the kernel did: the same cause.
+        return _attempt_failed(obs, w, spec, Loss("OOMKilled", said or ray.message), stop=False)
     reason = {"STOPPED": "RayJobStopped", "NOT_FOUND": "RayJobLost"}.get(ray.status, "RayJobFailed")
-    message = ray.message or f"Ray job {st.submissionId} ended {ray.status}"
+    message = said or ray.message or f"Ray job {st.submissionId} ended {ray.status}"
     return _attempt_failed(obs, w, spec, Loss(reason, message), stop=False)
 
 

@@ -4,7 +4,8 @@
 
 It joins the running cluster (``ray.init(address="auto")``), runs the job with the chosen
 reporter(s) (``log``, ``status``, or both as ``log,status``) and exits 0 on success, 1 when
-training failed, 2 with one line on stderr when the job or its data is wrong.
+training failed (3 when a worker ran out of memory), 2 with one line on stderr when the job
+or its data is wrong.
 Outputs go to ``--output``, else ``spec.output.uri``, else ``$KUBETRAIN_OUTPUT_ROOT/<name>``
 (default ``./runs/<name>`` in the job's working directory).
 """
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kubetrain.errors import UserError
+from kubetrain.errors import EXIT_OUT_OF_MEMORY, UserError
 
 
 def output_uri(name: str, spec_uri: str | None, override: str | None) -> str:
@@ -60,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ray_session(local=args.local) as session:
             options = RunOptions(uri, Path.cwd(), None, local=args.local, started=process_started())
             summary = run_job(job, reporter, options, session)
-        return 0 if summary.succeeded else 1
+        if summary.succeeded:
+            return 0
+        return EXIT_OUT_OF_MEMORY if summary.out_of_memory else 1
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

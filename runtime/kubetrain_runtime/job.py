@@ -52,6 +52,8 @@ class RunSummary:
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: Artifacts = field(default_factory=Artifacts)
     history: list[dict[str, float]] = field(default_factory=list)
+    #: A training worker ran out of memory (the process exits with ``EXIT_OUT_OF_MEMORY``).
+    out_of_memory: bool = False
 
 
 def build_plan(job: TrainingJob, prepared: PreparedData, sizing: Sizing) -> TrainPlan:
@@ -206,7 +208,7 @@ def run_job(
     except TrainingFailed as exc:
         message = f"training failed: {exc}"
         reporter.finished(False, {}, Artifacts(outputUri=store.uri), message)
-        return RunSummary(False, message)
+        return RunSummary(False, message, out_of_memory=exc.out_of_memory)
     except Exception as exc:
         reporter.finished(
             False,

@@ -20,7 +20,7 @@ import os
 import posixpath
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,12 @@ INTERNAL_METRICS = frozenset({"first_step_unix", "stopped_early"})
 
 
 class TrainingFailed(Exception):
-    """Training broke for a reason that is not the user's input (exit code 1)."""
+    """Training broke for a reason that is not the user's input (exit code 1, or
+    ``EXIT_OUT_OF_MEMORY`` when a worker ran out of memory)."""
+
+    def __init__(self, message: str, *, out_of_memory: bool = False) -> None:
+        super().__init__(message)
+        self.out_of_memory = out_of_memory
 
 
 def latest_state(store: Store, run: str) -> dict[str, Any] | None:
@@ -179,24 +184,34 @@ class EpochPump(threading.Thread):
 
 def _user_error(exc: BaseException) -> UserError | None:
     """A UserError raised inside a worker (a custom loop's SpecError, say)."""
+    return next((e for e in _causes(exc) if isinstance(e, UserError)), None)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether Ray stopped a worker for memory. Its memory monitor's kill arrives as an
+    ``OutOfMemoryError`` or, through a health check, only as text naming the OOM."""
+    import ray.exceptions
+
+    return any(
+        isinstance(e, ray.exceptions.OutOfMemoryError) or "out of memory" in str(e).lower()
+        for e in _causes(exc)
+    )
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, its workers' failures and everything they were caused by."""
     pending: list[BaseException] = [exc]
-    failures = getattr(exc, "worker_failures", None)
-    if isinstance(failures, dict):
-        pending += list(failures.values())
     seen: set[int] = set()
     while pending:
         current = pending.pop()
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, UserError):
-            return current
-        pending += [
-            e
-            for e in (current.__cause__, current.__context__, getattr(current, "cause", None))
-            if isinstance(e, BaseException)
-        ]
-    return None
+        yield current
+        failures = getattr(current, "worker_failures", None)
+        linked = [current.__cause__, current.__context__, getattr(current, "cause", None),
+                  *(failures.values() if isinstance(failures, dict) else ())]  # fmt: skip
+        pending += [e for e in linked if isinstance(e, BaseException)]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -251,6 +266,13 @@ def run_training(
         user = _user_error(exc)
         if user is not None:
             raise user from None
+        if _out_of_memory(exc):
+            raise TrainingFailed(
+                "a training worker ran out of memory: Ray's memory monitor stopped it near "
+                "its pod's limit; raise spec.training.resourcesPerWorker.memory, or lower "
+                "batchSize or the model's size",
+                out_of_memory=True,
+            ) from exc
         raise TrainingFailed(_first_line(exc)) from exc
     finally:
         pump.drain()

@@ -302,8 +302,9 @@ def test_suspend_then_resume_continues_from_the_checkpoint(workspace, kubectl):
 
 
 def test_a_worker_out_of_memory_is_reported_and_retried_by_the_backoff_limit(workspace, kubectl):
-    """A model far too large for its worker's memory limit (test-only): the kernel kills the
-    training process, the pod fails as OOMKilled, and each attempt says so."""
+    """A model far too large for its worker's memory limit (test-only). Ray's memory monitor
+    stops the training process near the limit (or, when it is too slow, the kernel kills it
+    and the pod fails): either way the attempt ends OOMKilled, and each attempt says so."""
     ns = workspace.name
     job = long_job("oom", epochs=2, backoffLimit=1)
     job["spec"]["model"]["rnn"] |= {"hiddenSize": 4096, "layers": 2}
@@ -316,5 +317,5 @@ def test_a_worker_out_of_memory_is_reported_and_retried_by_the_backoff_limit(wor
     assert "OOMKilled" in status["message"] and "backoffLimit 1 reached" in status["message"]
     history = status["attemptHistory"]
     assert [(r["attempt"], r["reason"]) for r in history] == [(1, "OOMKilled"), (2, "OOMKilled")]
-    assert all("Ray worker pod" in r["message"] for r in history), history
+    assert all("memory" in r["message"] for r in history), history
     assert children_left(kubectl, ns, uid) == []

@@ -810,3 +810,19 @@ def test_a_runtime_that_found_its_input_wrong_is_not_retried(job, make_spec):
     other = RayJobState("FAILED", "worker died", final, 1)
     plan = decide(observe(job, spec, running(job), cluster_pods(job, spec), other))
     assert (plan.status.phase, plan.status.failedAttempts) == ("Retrying", 1)
+
+
+def test_a_worker_out_of_memory_is_reported_as_oomkilled_and_retried(job, make_spec):
+    """Exit code 3: Ray's memory monitor stopped a worker before the kernel did. The
+    attempt counts against backoffLimit like a pod the kernel OOM-killed."""
+    spec = make_spec(runPolicy={"backoffLimit": 1})
+    final = parse_final_report(
+        'KUBETRAIN_EVENT {"event": "finished", "succeeded": false, '
+        '"message": "training failed: a training worker ran out of memory"}'
+    )
+    ray = RayJobState("FAILED", "Job entrypoint command failed with exit code 3", final, 3)
+    plan = decide(observe(job, spec, running(job), cluster_pods(job, spec), ray))
+    st = plan.status
+    assert (st.phase, st.reason, st.failedAttempts) == ("Retrying", "OOMKilled", 1)
+    assert "ran out of memory" in st.message
+    assert st.attemptHistory[-1].reason == "OOMKilled"
