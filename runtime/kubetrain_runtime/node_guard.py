@@ -18,6 +18,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,10 @@ OOM_COUNTERS = (
     Path("/sys/fs/cgroup/memory/memory.oom_control"),
 )
 POLL_SECONDS = 1.0
+#: How long ``ray start --block`` may take to stop after SIGTERM. It tries to drain the node
+#: through the GCS, which on a pod being deleted (the head's GCS, often) waits about 30 s
+#: for nothing; the pod would sit in Terminating for its whole grace period.
+STOP_GRACE_SECONDS = 5.0
 #: What a shell reports for a process ended by SIGKILL, as after an OOM kill.
 OOM_EXIT_CODE = 128 + signal.SIGKILL
 
@@ -49,14 +54,34 @@ def supervise(command: Sequence[str], counters: Sequence[Path] = OOM_COUNTERS) -
     """Run ``command``; return its exit code, or ``OOM_EXIT_CODE`` once an OOM kill is seen
     (the command is then killed, so no half-dead Ray node stays registered)."""
     child = subprocess.Popen(list(command))
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda received, _frame: child.send_signal(received))
+    stop_asked: list[float] = []
+
+    def forward(received: int, _frame: object) -> None:
+        child.send_signal(received)
+        stop_asked.append(time.monotonic())
+
+    previous = {
+        signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        return _watch(child, counters, stop_asked)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _watch(
+    child: subprocess.Popen[bytes], counters: Sequence[Path], stop_asked: list[float]
+) -> int:
     baseline = oom_kills(counters)
     while True:
         try:
             return child.wait(timeout=POLL_SECONDS)
         except subprocess.TimeoutExpired:
             pass
+        if stop_asked and time.monotonic() - stop_asked[0] > STOP_GRACE_SECONDS:
+            child.kill()  # the pod is going away: nothing is left to drain to
+            continue
         seen = oom_kills(counters)
         if baseline is not None and seen is not None and seen > baseline:
             print(

@@ -98,6 +98,21 @@ def kill_pod(kubectl: Kubectl, namespace: str, name: str) -> float:
     return time.monotonic()
 
 
+def is_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod["status"].get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def operator_back(kubectl: Kubectl, old: str, since: float, timeout: float = 120) -> float:
+    """Seconds from ``since`` until an operator pod other than ``old`` is Ready."""
+    while True:
+        pods = get_json(kubectl, "pods", *OPERATOR_PODS)["items"]
+        if any(p["metadata"]["name"] != old and is_ready(p) for p in pods):
+            return round(time.monotonic() - since, 1)
+        assert time.monotonic() - since < timeout, "no new operator pod became Ready"
+        time.sleep(0.5)
+
+
 def retrained(
     kubectl: Kubectl, namespace: str, name: str, attempt: int, since: float
 ) -> dict[str, float]:
@@ -220,13 +235,16 @@ def test_a_killed_head_without_retries_fails_naming_the_head(workspace, kubectl)
 
 def test_an_operator_restart_mid_run_duplicates_nothing(workspace, kubectl):
     ns = workspace.name
-    uid = apply(kubectl, ns, long_job("operator-kill", cleanupPolicy="KeepHead"))
+    epochs = 3 * EPOCHS  # still training when the new operator takes over
+    job = long_job("operator-kill", epochs=epochs, cleanupPolicy="KeepHead")
+    uid = apply(kubectl, ns, job)
     wait_for(kubectl, ns, "operator-kill", "a checkpoint", checkpoint_at(2))
     pods_before = {p["metadata"]["uid"] for p in ray_pods(kubectl, ns, uid)}
     (operator,) = get_json(kubectl, "pods", *OPERATOR_PODS)["items"]
     killed = kill_pod(kubectl, "kubetrain-system", operator["metadata"]["name"])
-    kubectl("wait", "--for=condition=Ready", "pod", *OPERATOR_PODS, "--timeout=120s")
-    back = round(time.monotonic() - killed, 1)
+    back = operator_back(kubectl, operator["metadata"]["name"], killed)
+    during, _ = wait_for(kubectl, ns, "operator-kill", "Running", lambda st: True)
+    assert during["phase"] == "Running", "the job ended before the new operator was up"
     seen: set[str] = set()
     while True:  # every pod seen until the end is one of the first ones
         seen |= {p["metadata"]["uid"] for p in ray_pods(kubectl, ns, uid)}
@@ -262,7 +280,7 @@ def test_an_operator_restart_mid_run_duplicates_nothing(workspace, kubectl):
     assert status["attempts"] == 1 and not status.get("failedAttempts")
     assert seen == pods_before, "a Ray pod was created again after the operator restarted"
     assert submissions == [status["submissionId"]]
-    assert_history_whole(workspace, status, EPOCHS)
+    assert_history_whole(workspace, status, epochs)
 
 
 def test_suspend_then_resume_continues_from_the_checkpoint(workspace, kubectl):

@@ -3,6 +3,8 @@ once the container's OOM-kill counter moves (read from a file standing in for th
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
@@ -41,4 +43,17 @@ def test_an_oom_kill_in_the_container_ends_the_node(tmp_path, monkeypatch):
     began = time.monotonic()
     code = node_guard.supervise([sys.executable, "-c", "import time; time.sleep(60)"], [counter])
     assert code == node_guard.OOM_EXIT_CODE
+    assert time.monotonic() - began < 10
+
+
+def test_a_node_slow_to_stop_is_killed_after_the_grace(tmp_path, monkeypatch):
+    """``ray start --block`` ignores nothing but takes ~30 s to stop: the guard cuts it."""
+    monkeypatch.setattr(node_guard, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(node_guard, "STOP_GRACE_SECONDS", 0.3)
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, lambda *a: None); time.sleep(60)"
+    main_thread_signal = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    main_thread_signal.start()
+    began = time.monotonic()
+    code = node_guard.supervise([sys.executable, "-c", stubborn], [tmp_path / "absent"])
+    assert code == -signal.SIGKILL
     assert time.monotonic() - began < 10
