@@ -635,6 +635,7 @@ def _suspend(obs: Observed, w: _Writer) -> Plan:
     st = w.status
     if st.phase == "Running" and st.submissionId:
         w.actions.append(StopRayJob(st.submissionId))
+        _record_attempt(w, "Suspended", "stopped by spec.runPolicy.suspend")
     alive = tuple(p.name for p in obs.pods if not p.terminating)
     if alive:
         w.actions.append(DeletePods(alive))

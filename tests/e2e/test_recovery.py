@@ -315,6 +315,7 @@ def test_suspend_then_resume_continues_from_the_checkpoint(workspace, kubectl):
         },
     )
     assert status["phase"] == "Succeeded" and not status.get("failedAttempts"), status
+    assert [r["reason"] for r in status["attemptHistory"]] == ["Suspended", "Succeeded"]
     metrics = assert_history_whole(workspace, status, EPOCHS)
     assert metrics["resumedFromEpoch"] >= before["artifacts"]["checkpointEpoch"]
 

@@ -351,6 +351,7 @@ def test_suspend_stops_ray_and_deletes_pods_then_resume_recreates(job, make_spec
     pods = cluster_pods(job, spec)
     plan = decide(observe(job, spec, running(job), pods, RayJobState("RUNNING")))
     assert (plan.status.phase, plan.status.reason) == ("Suspended", "Suspended")
+    assert [r.reason for r in plan.status.attemptHistory] == ["Suspended"]
     assert plan.actions == [
         StopRayJob(job.submission_id(1)),
         DeletePods(tuple(p.name for p in pods)),
