@@ -536,19 +536,19 @@ def _follow(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHea
         _cleanup(obs, w)
         return w.plan()
     _merge_final(w, ray.final)
+    # The runtime's own line when it gave one, else Ray's.
+    said = (ray.final.message if ray.final else None) or ray.message
     if ray.status == "FAILED" and ray.exit_code == UserError.exit_code:
         # The runtime found the job or its data wrong: another attempt would fail the same way.
-        said = ray.final.message if ray.final and ray.final.message else ray.message
         w.finish(False, "InvalidInput", f"attempt {st.attempts}: {said}")
         _record_attempt(w, "InvalidInput", said)
         _cleanup(obs, w)
         return w.plan()
-    said = ray.final.message if ray.final and ray.final.message else None
     if ray.status == "FAILED" and ray.exit_code == EXIT_OUT_OF_MEMORY:
         # Ray's memory monitor stopped a worker before the kernel did: the same cause.
-        return _attempt_failed(obs, w, spec, Loss("OOMKilled", said or ray.message), stop=False)
+        return _attempt_failed(obs, w, spec, Loss("OOMKilled", said), stop=False)
     reason = {"STOPPED": "RayJobStopped", "NOT_FOUND": "RayJobLost"}.get(ray.status, "RayJobFailed")
-    message = said or ray.message or f"Ray job {st.submissionId} ended {ray.status}"
+    message = said or f"Ray job {st.submissionId} ended {ray.status}"
     return _attempt_failed(obs, w, spec, Loss(reason, message), stop=False)
 
 
