@@ -60,6 +60,32 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
+def _ray(args: argparse.Namespace) -> int:
+    """``kubetrain ray status|stop``: the local Ray that ``run`` keeps between runs."""
+    try:
+        from kubetrain_runtime.local_ray import KeeperFiles, stop
+        from kubetrain_runtime.ray_env import temp_dir
+    except ImportError as exc:
+        raise UserError(f"the runtime is not installed ({exc.name} missing)") from None
+    import time
+
+    files = KeeperFiles(Path(temp_dir()))
+    state = stop(files) if args.action == "stop" else files.read()
+    if state is None:
+        print("no local Ray is running")
+        return 0
+    if args.action == "stop":
+        print(f"stopped the local Ray (keeper pid {state.pid}, {state.address})")
+        return 0
+    up = (time.time() - state.started) / 60
+    print(
+        f"local Ray at {state.address}: keeper pid {state.pid}, up {up:.0f} min, "
+        f"{state.cpus} CPUs, stops after {state.idle_seconds / 60:g} min without a run "
+        f"(logs: {temp_dir()}/session_latest/logs)"
+    )
+    return 0
+
+
 def _operator(forwarded: list[str]) -> int:
     """Hand every argument to the operator's own parser (argparse cannot forward options)."""
     try:
@@ -94,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, help="training workers (overrides the spec)")
     run.add_argument("--output", help="output directory (overrides the spec)")
     run.set_defaults(handler=_run)
+
+    ray = sub.add_parser("ray", help="show or stop the local Ray that `run` keeps between runs")
+    ray.add_argument("action", choices=["status", "stop"])
+    ray.set_defaults(handler=_ray)
 
     # Listed for --help only: main() forwards `operator ...` before argparse sees it.
     sub.add_parser("operator", help="run the operator (`kubetrain operator --help`)")

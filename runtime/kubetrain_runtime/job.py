@@ -20,6 +20,7 @@ from kubetrain_runtime.plan import (
     check_early_stopping,
     fingerprint,
     size_workers,
+    trains_in_process,
 )
 from kubetrain_runtime.ray_env import RaySession
 from kubetrain_runtime.reporting import Reporter
@@ -98,6 +99,26 @@ def build_plan(job: TrainingJob, prepared: PreparedData, sizing: Sizing) -> Trai
     )
 
 
+#: Summary durations: (name, milestone it starts at, milestone it ends at).
+STAGES = (
+    ("starting_ray", None, "ray_ready"),
+    ("preparing_data", "ray_ready", "data_ready"),
+    ("starting_training", "training_started", "first_step"),
+    ("training", "first_step", "training_finished"),
+    ("writing_outputs", "training_finished", "finished"),
+)
+
+
+def stage_seconds(timeline: dict[str, float]) -> dict[str, float]:
+    """``<stage>_seconds`` for each stage whose milestones were reached (``starting_ray``
+    counts from the process start: imports included)."""
+    out: dict[str, float] = {}
+    for name, start, end in STAGES:
+        if end in timeline and (start is None or start in timeline):
+            out[f"{name}_seconds"] = round(timeline[end] - (timeline[start] if start else 0), 2)
+    return out
+
+
 def _headline(plan: TrainPlan, history: list[dict[str, float]], stopped_early: bool) -> str:
     if not history:
         return "finished"
@@ -139,8 +160,15 @@ def run_job(
     try:
         check_early_stopping(spec.training, spec.model.task or "classification")
         train_function = load_train_function(spec.training.trainFunction)
+        in_process = options.local and trains_in_process(
+            spec.training, workers=options.workers, private_ray=session.private
+        )
         sizing = size_workers(
-            spec.training, session.available, workers=options.workers, local=options.local
+            spec.training,
+            session.available,
+            workers=options.workers,
+            local=options.local,
+            in_process=in_process,
         )
         source = spec.data.source
         what = (
@@ -149,7 +177,7 @@ def run_job(
             else (f"builtin {source.builtin.name}" if source.builtin else "generated sine")
         )
         reporter.stage("data", what)
-        prepared = prepare(spec, options.manifest_dir)
+        prepared = prepare(spec, options.manifest_dir, on_step=reporter.step)
         reporter.data_ready(prepared.stats, prepared.report)
         mark("data_ready")
         plan = build_plan(job, prepared, sizing)
@@ -182,6 +210,7 @@ def run_job(
             reporter,
             train_function=train_function,
             max_failures=spec.training.maxFailures,
+            resume=resume,
         )
         mark("training_finished")
         if outcome.first_step_unix is not None:
@@ -196,7 +225,9 @@ def run_job(
         stopped = bool(
             outcome.history and outcome.history[-1].get("epoch", plan.epochs) < plan.epochs
         )
-        final["wall_seconds"] = round(time.time() - origin, 2)
+        mark("finished")
+        final |= stage_seconds(timeline)
+        final["wall_seconds"] = timeline["finished"]
         if "first_step" in timeline:
             final["time_to_first_step_seconds"] = timeline["first_step"]
         message = _headline(plan, history, stopped)

@@ -42,9 +42,9 @@ def run_local(
     started = process_started()
     preflight(job, manifest_dir)
     reporter = create_reporter("rich", job)
-    reporter.stage("data", "starting Ray")
-    from kubetrain_runtime.ray_env import ray_session
+    from kubetrain_runtime.ray_env import describe_local_ray, ray_session
 
+    reporter.step("starting Ray", describe_local_ray())
     with ray_session(local=True) as session:
         options = RunOptions(
             default_output(job, output), manifest_dir, workers, local=True, started=started

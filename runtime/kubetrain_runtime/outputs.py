@@ -6,7 +6,8 @@ model/plan.json          input shape, classes, features: what inference needs
 model/preprocessor.pkl   the fitted Ray Data preprocessors (and label encoder)
 metrics.json             per-epoch history, final and best values
 data_report.json         rows read/cleaned/dropped per rule, split, per-column stats
-plots/*.png              loss curves; confusion matrix; VAE samples/reconstructions
+plots/*.png              loss curves; confusion matrix; VAE samples/reconstructions;
+                         predictions against truth (regression)
 checkpoints/<name>/      Ray Train's checkpoints (resume)
 """
 
@@ -119,6 +120,35 @@ def plot_vae(extras: dict[str, Any], columns: int = 8) -> bytes:
     return _figure_bytes(figure)
 
 
+def plot_predictions(extras: dict[str, Any], sequences: bool, columns: int = 4) -> bytes:
+    """Validation predictions against the truth; for sequences, also a few inputs with
+    their true and predicted next value."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    truth, predicted = extras["truth"].numpy(), extras["predicted"].numpy()
+    shown = min(columns, len(extras.get("inputs", []))) if sequences else 0
+    figure, axes = plt.subplots(1, 1 + shown, figsize=(4 + 2.6 * shown, 3.6), squeeze=False)
+    scatter = axes[0][0]
+    scatter.scatter(truth, predicted, s=6, alpha=0.5)
+    low, high = float(np.min(truth)), float(np.max(truth))
+    scatter.plot([low, high], [low, high], color="tab:red", linewidth=1, label="y = x")
+    scatter.set(title="validation: predicted vs true", xlabel="true", ylabel="predicted")
+    scatter.legend(loc="upper left")
+    scatter.grid(alpha=0.3)
+    for index in range(shown):
+        axis = axes[0][1 + index]
+        series = extras["inputs"][index].numpy().reshape(-1)
+        axis.plot(range(len(series)), series, linewidth=1, label="input")
+        axis.scatter([len(series)], [truth[index]], color="black", s=18, label="true next")
+        axis.scatter([len(series)], [predicted[index]], color="tab:orange", marker="x",
+                     s=30, label="predicted")  # fmt: skip
+        axis.set(title=f"sequence {index + 1}", xticks=[])
+        if index == 0:
+            axis.legend(fontsize=7, loc="lower left")
+    return _figure_bytes(figure)
+
+
 def _summaries(history: list[dict[str, float]], task: str) -> dict[str, Any]:
     key, mode = KEY_METRIC.get(task, ("val_loss", "min"))
     scored = [h for h in history if key in h and not math.isnan(h[key])]
@@ -128,6 +158,20 @@ def _summaries(history: list[dict[str, float]], task: str) -> dict[str, Any]:
         "final": history[-1] if history else {},
         "best": {"epoch": best["epoch"], key: best[key]} if best else None,
     }
+
+
+def _sample_quality(
+    job: TrainingJob, plan: TrainPlan, prepared: PreparedData, model_file: Path
+) -> dict[str, Any] | None:
+    """The VAE's sample-quality figure (``quality``); None for other models or a custom
+    loop's model, which need not be the built-in VAE."""
+    if plan.model_type != "vae" or job.spec.training.trainFunction:
+        return None
+    import torch
+
+    from kubetrain_runtime.quality import sample_quality
+
+    return sample_quality(job, plan, prepared, torch.load(model_file, map_location="cpu"))
 
 
 def write_outputs(
@@ -144,6 +188,7 @@ def write_outputs(
     artifacts = Artifacts(outputUri=store.uri)
     state: LoopState | None = None
     extras: dict[str, Any] = {}
+    quality: dict[str, Any] | None = None
     if outcome.checkpoint is not None:
         with outcome.checkpoint.as_directory() as folder:
             root = Path(folder)
@@ -151,6 +196,7 @@ def write_outputs(
                 artifacts.modelUri = store.write_bytes(
                     "model/model.pt", (root / MODEL_FILE).read_bytes()
                 )
+                quality = _sample_quality(job, plan, prepared, root / MODEL_FILE)
             if (root / STATE_FILE).exists():
                 state = LoopState.load(root / STATE_FILE)
             if (root / EXTRAS_FILE).exists():
@@ -174,6 +220,7 @@ def write_outputs(
         "timelineSeconds": timeline or {},
         "stoppedEarly": bool(state.stopped_early) if state else False,
         **_summaries(history, plan.task),
+        **({"sampleQuality": quality} if quality else {}),
         "history": history,
     }
     artifacts.metricsUri = store.write_json("metrics.json", metrics)
@@ -188,6 +235,10 @@ def write_outputs(
             )
         if "samples" in extras and len(extras["samples"]):
             artifacts.plots.append(store.write_bytes("plots/vae_samples.png", plot_vae(extras)))
+        if "truth" in extras:
+            sequences = plan.model_type == "rnn"
+            figure = plot_predictions(extras, sequences)
+            artifacts.plots.append(store.write_bytes("plots/predictions.png", figure))
     artifacts.latestCheckpoint = outcome.last_checkpoint_uri
     artifacts.checkpointEpoch = outcome.last_checkpoint_epoch
     return artifacts, history

@@ -76,6 +76,8 @@ class Sizing:
     notes: tuple[str, ...] = ()
     #: In a cluster: exactly what a worker pod advertises (``kubetrain.api.raynode``).
     request: Mapping[str, float] | None = None
+    #: Ray Train's local mode: the loop runs in the driver, no worker actors.
+    in_process: bool = False
 
     @property
     def use_gpu(self) -> bool:
@@ -96,20 +98,46 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
+def trains_in_process(training: TrainingSpec, *, workers: int | None, private_ray: bool) -> bool:
+    """A local run trains in its own process (Ray Train's local mode) unless the user asked
+    for workers (``--workers``), joined another Ray, or brings a loop of their own (whose
+    ``ray.train.report`` checkpoints only worker actors keep)."""
+    return private_ray and workers is None and not training.trainFunction
+
+
+def _in_process_sizing(training: TrainingSpec, available: Available) -> Sizing:
+    cpus = max(1, math.floor(available.cpus))
+    gpu = 1.0 if training.resourcesPerWorker.gpu and available.gpus >= 1 else 0.0
+    asked = training.workers
+    note = (
+        "training in this process with Ray Train's local mode (1 worker, "
+        f"{cpus} threads); spec.training.workers ({asked}) sizes the cluster; "
+        f"--workers {max(asked, 2)} runs {max(asked, 2)} Ray Train workers with DDP"
+    )
+    return Sizing(1, float(cpus), gpu, None, cpus, (note,), in_process=True)
+
+
 def size_workers(
-    training: TrainingSpec, available: Available, *, workers: int | None, local: bool
+    training: TrainingSpec,
+    available: Available,
+    *,
+    workers: int | None,
+    local: bool,
+    in_process: bool = False,
 ) -> Sizing:
     """Worker count and per-worker resources.
 
     In a cluster each worker asks for what its pod advertises, from the same definition
     that the operator's pod builder uses. Locally the requests are clamped to this
     machine, each clamp explained in a note, and CPUs are fractional so that two workers
-    fit on two cores with room for the driver.
+    fit on two cores with room for the driver. In process, one worker uses every core.
     """
     count = workers or training.workers
     res = training.resourcesPerWorker
     if not local:
         return _cluster_sizing(count, training, available)
+    if in_process:
+        return _in_process_sizing(training, available)
     cpu = parse_quantity(res.cpu)
     memory: float | None = parse_quantity(res.memory)
     gpu = float(res.gpu)
@@ -224,6 +252,8 @@ class Resume:
     resume: bool
     epoch: int = 0
     message: str = ""
+    #: The checkpoint's folder name under ``checkpoints/<run>/`` (set by the trainer).
+    checkpoint: str = ""
 
 
 def decide_resume(saved: Mapping[str, Any] | None, plan: TrainPlan) -> Resume:

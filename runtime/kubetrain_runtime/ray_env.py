@@ -1,11 +1,12 @@
 """Starting or joining Ray without surprises.
 
-A local run starts a private Ray instance sized to this machine: its temp dir is a short
+A local run uses kubetrain's own Ray, sized to this machine: its temp dir is a short
 per-user folder in /tmp (Unix socket paths must stay short), its auth token lives under
-``~/.cache/kubetrain/ray`` (not ``~/.ray``), and its log spam is turned down. Only an
-instance started here is shut down here; nothing ever runs ``ray stop``, which would kill
-other people's Ray processes. With ``RAY_ADDRESS`` set, or in a cluster, the existing Ray
-is joined instead.
+``~/.cache/kubetrain/ray`` (not ``~/.ray``), and its log spam is turned down. That Ray is
+kept by a small process that outlives the run and stops it after an idle timeout
+(``local_ray``), or, with the timeout 0, started and shut down by the run itself. Nothing
+ever runs ``ray stop``, which would kill other people's Ray processes. With
+``RAY_ADDRESS`` set, or in a cluster, the existing Ray is joined instead.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubetrain.api.raynode import WORKER_SLOT
+from kubetrain_runtime.local_ray import KeeperFiles, KeeperState, idle_seconds, using_keeper
 from kubetrain_runtime.plan import Available
 
 CACHE_DIR = Path(os.environ.get("KUBETRAIN_CACHE", Path.home() / ".cache" / "kubetrain"))
@@ -43,7 +45,9 @@ SHOW_LOGS_ENV = "KUBETRAIN_RAY_LOGS"
 
 
 def temp_dir() -> str:
-    return f"/tmp/kubetrain-{os.getuid()}"
+    """``KUBETRAIN_RAY_TMPDIR``, else ``/tmp/kubetrain-<uid>`` (kept short: Unix socket
+    paths inside it are limited to about 100 characters)."""
+    return os.environ.get("KUBETRAIN_RAY_TMPDIR") or f"/tmp/kubetrain-{os.getuid()}"
 
 
 #: Finished local Ray sessions kept for their logs; older ones are removed at the next start.
@@ -82,9 +86,14 @@ def logs_dir() -> str:
 
 @dataclass(frozen=True)
 class RaySession:
+    #: This run started the Ray it uses (a new keeper, or a private instance).
     started_here: bool
     local: bool
     available: Available
+    #: kubetrain's own local Ray (the run may train in process); not a joined one.
+    private: bool = False
+    #: The keeper's state when the local Ray is kept between runs.
+    keeper: KeeperState | None = None
 
 
 def _private_token() -> str:
@@ -142,14 +151,62 @@ def available() -> Available:
     )
 
 
-@contextmanager
-def ray_session(*, local: bool) -> Iterator[RaySession]:
-    """Use the Ray this process already has, join ``RAY_ADDRESS`` (or the cluster, when not
-    local), or start a private instance that is shut down on exit."""
-    import ray
+def describe_local_ray(idle: float | None = None) -> str:
+    """What ``ray_session(local=True)`` is about to do, in a few words for the display."""
+    if os.environ.get("RAY_ADDRESS"):
+        return f"joining {os.environ['RAY_ADDRESS']}"
+    idle = idle_seconds() if idle is None else idle
+    if idle <= 0:
+        return "a private Ray for this run"
+    state = KeeperFiles(Path(temp_dir())).read()
+    if state is not None:
+        import time
 
+        return f"the local Ray kept since {(time.time() - state.started) / 60:.0f} min ago"
+    return f"a local Ray, kept for later runs until {idle / 60:g} min idle"
+
+
+def _auth_env() -> None:
+    """Token auth with kubetrain's own token, for the keeper and for its drivers."""
+    if "RAY_AUTH_MODE" not in os.environ:
+        os.environ["RAY_AUTH_TOKEN_PATH"] = _private_token()
+        os.environ["RAY_AUTH_MODE"] = "token"
+        _reload_ray_config()
+
+
+def _common_env() -> None:
     for key, value in COMMON_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def local_init() -> int:
+    """Start a Ray head in this process, sized to the machine; returns its CPUs."""
+    import ray
+
+    _common_env()
+    for key, value in LOCAL_ENV.items():
+        os.environ.setdefault(key, value)
+    _auth_env()
+    prune_sessions(temp_dir())
+    cpus = os.cpu_count() or 1
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=os.environ.get(SHOW_LOGS_ENV) == "1",
+        _temp_dir=temp_dir(),
+    )
+    return cpus
+
+
+@contextmanager
+def ray_session(*, local: bool, idle: float | None = None) -> Iterator[RaySession]:
+    """Use the Ray this process already has, join ``RAY_ADDRESS`` (or the cluster, when not
+    local), or use kubetrain's local Ray: kept between runs for ``idle`` seconds (default
+    ``KUBETRAIN_RAY_IDLE_SECONDS``), or private to this run when that is 0."""
+    import ray
+
+    _common_env()
     if ray.is_initialized():
         quiet_driver()
         yield RaySession(started_here=False, local=local, available=available())
@@ -159,22 +216,24 @@ def ray_session(*, local: bool) -> Iterator[RaySession]:
         quiet_driver()
         yield RaySession(started_here=False, local=local, available=available())
         return
-    for key, value in LOCAL_ENV.items():
-        os.environ.setdefault(key, value)
-    if "RAY_AUTH_MODE" not in os.environ:
-        os.environ["RAY_AUTH_TOKEN_PATH"] = _private_token()
-        os.environ["RAY_AUTH_MODE"] = "token"
-        _reload_ray_config()
-    prune_sessions(temp_dir())
-    ray.init(
-        num_cpus=os.cpu_count() or 1,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=os.environ.get(SHOW_LOGS_ENV) == "1",
-        _temp_dir=temp_dir(),
-    )
-    try:
-        quiet_driver()
-        yield RaySession(started_here=True, local=True, available=available())
-    finally:
-        ray.shutdown()
+    idle = idle_seconds() if idle is None else idle
+    if idle <= 0:
+        local_init()
+        try:
+            quiet_driver()
+            yield RaySession(started_here=True, local=True, available=available(), private=True)
+        finally:
+            ray.shutdown()
+        return
+    with using_keeper(KeeperFiles(Path(temp_dir())), idle) as (state, started):
+        _auth_env()
+        ray.init(
+            address=state.address,
+            logging_level=logging.WARNING,
+            log_to_driver=os.environ.get(SHOW_LOGS_ENV) == "1",
+        )
+        try:
+            quiet_driver()
+            yield RaySession(started, True, available(), private=True, keeper=state)
+        finally:
+            ray.shutdown()

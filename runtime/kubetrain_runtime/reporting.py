@@ -44,6 +44,10 @@ class Reporter:
     def stage(self, name: Stage, detail: str = "") -> None:
         """A new stage began: data, training or finishing (``detail``: a short line)."""
 
+    def step(self, name: str, detail: str = "") -> None:
+        """A named step inside the current stage began (starting Ray, reading and
+        cleaning, ...): the live display shows each with its elapsed time."""
+
     def note(self, message: str) -> None:
         """Something the user should know that is not an error (a clamped request)."""
 
@@ -77,6 +81,9 @@ class LogReporter(Reporter):
 
     def stage(self, name: Stage, detail: str = "") -> None:
         self._emit("stage", stage=name, detail=detail)
+
+    def step(self, name: str, detail: str = "") -> None:
+        self._emit("step", step=name, detail=detail)
 
     def note(self, message: str) -> None:
         self._emit("note", message=message)
@@ -132,6 +139,9 @@ class CollectingReporter(Reporter):
 
     def stage(self, name: Stage, detail: str = "") -> None:
         self.events.append(("stage", {"name": name, "detail": detail}))
+
+    def step(self, name: str, detail: str = "") -> None:
+        self.events.append(("step", {"name": name, "detail": detail}))
 
     def note(self, message: str) -> None:
         self.events.append(("note", {"message": message}))
@@ -201,6 +211,9 @@ class Guarded(Reporter):
 
     def stage(self, name: Stage, detail: str = "") -> None:
         self._call("stage", name, detail)
+
+    def step(self, name: str, detail: str = "") -> None:
+        self._call("step", name, detail)
 
     def note(self, message: str) -> None:
         self._call("note", message)

@@ -18,7 +18,13 @@ from kubetrain.api.v1alpha1 import Progress as ProgressModel
 from kubetrain_runtime.plan import KEY_METRIC
 from kubetrain_runtime.reporting import Reporter, Stage
 
-_STAGE_TEXT = {"data": "Preparing data", "training": "Training", "finishing": "Writing outputs"}
+#: The first line of each stage (the data stage's first step reads and cleans; later
+#: steps, such as statistics and preprocessing, get lines of their own).
+_STAGE_TEXT = {
+    "data": "Reading and cleaning",
+    "training": "Training",
+    "finishing": "Writing outputs",
+}
 #: Summary rows, in order, with their labels.
 _SUMMARY = (
     ("epoch", "epochs run"),
@@ -30,6 +36,11 @@ _SUMMARY = (
     ("val_elbo", "validation ELBO"),
     ("samples_per_second", "samples/s (last epoch)"),
     ("time_to_first_step_seconds", "time to first step (s)"),
+    ("starting_ray_seconds", "  starting Ray (s)"),
+    ("preparing_data_seconds", "  preparing data (s)"),
+    ("starting_training_seconds", "  starting training (s)"),
+    ("training_seconds", "training (s)"),
+    ("writing_outputs_seconds", "writing outputs (s)"),
     ("wall_seconds", "wall time (s)"),
 )
 
@@ -71,14 +82,17 @@ class RichReporter(Reporter):
         )
         self.task: TaskID | None = None
         self.stage_name: Stage | None = None
-        self.stage_started = time.monotonic()
+        self.line_name = ""
+        self.line_started = time.monotonic()
         self.started = False
+        #: Between the training stage and its first epoch: workers start (a line of its own).
+        self.training_detail: str | None = None
 
     def _finish_stage(self, info: str | None = None, *, failed: bool = False) -> None:
-        """Mark the current stage done (or failed), keeping its last line and adding its
+        """Mark the current line done (or failed), keeping its text and adding its
         duration."""
-        if self.task is not None and self.stage_name is not None:
-            elapsed = time.monotonic() - self.stage_started
+        if self.task is not None:
+            elapsed = time.monotonic() - self.line_started
             current = self.progress.tasks[self.task]
             text = current.fields.get("info", "") if info is None else info
             if failed:
@@ -92,27 +106,40 @@ class RichReporter(Reporter):
                     info=f"{text}  [dim]{elapsed:.1f}s",
                 )
             self.progress.stop_task(self.task)
+            if not self.live:
+                state = "failed after" if failed else "took"
+                self.console.print(f"  [dim]{escape(self.line_name)} {state} {elapsed:.1f}s")
         self.task = None
 
-    def stage(self, name: Stage, detail: str = "") -> None:
+    def _begin(self, description: str, detail: str = "", total: int | None = None) -> None:
+        """A new line with a spinner (a bar when ``total`` is known) and its own clock."""
         if not self.started:
             self.started = True
             self.progress.start()
-        if name == self.stage_name and self.task is not None:  # same stage, new detail
-            self.progress.update(self.task, info=f"[dim]{escape(detail)}")
-            if not self.live:
-                self.console.print(f"  {escape(detail)}")
-            return
         self._finish_stage()
-        self.stage_name, self.stage_started = name, time.monotonic()
-        total = self.epochs if name == "training" else None
-        description = _STAGE_TEXT[name]
+        self.line_name, self.line_started = description, time.monotonic()
         count = f"0/{total}" if total else ""
         self.task = self.progress.add_task(
             description, total=total, info=f"[dim]{escape(detail)}", count=count
         )
         if not self.live:
             self.console.print(f"{description}{': ' + escape(detail) if detail else ''}")
+
+    def stage(self, name: Stage, detail: str = "") -> None:
+        if name == self.stage_name and self.task is not None:  # same stage, new detail
+            self.progress.update(self.task, info=f"[dim]{escape(detail)}")
+            if not self.live:
+                self.console.print(f"  {escape(detail)}")
+            return
+        self.stage_name = name
+        if name == "training":
+            self.training_detail = detail
+            self._begin("Starting training", detail)
+            return
+        self._begin(_STAGE_TEXT[name], detail)
+
+    def step(self, name: str, detail: str = "") -> None:
+        self._begin(name[:1].upper() + name[1:], detail)
 
     def note(self, message: str) -> None:
         self.console.print(f"[yellow]note:[/] {escape(message)}")
@@ -137,6 +164,9 @@ class RichReporter(Reporter):
             parts.append(f"{self.key} {metrics[self.key]:.4f}")
         parts.append(_eta(progress.etaSeconds))
         info = "  ".join(p for p in parts if p)
+        if self.training_detail is not None:
+            self._begin(_STAGE_TEXT["training"], self.training_detail, total=progress.totalEpochs)
+            self.training_detail = None
         if self.task is not None:
             done, total = progress.epoch or 0, progress.totalEpochs
             self.progress.update(

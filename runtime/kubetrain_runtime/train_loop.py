@@ -12,12 +12,18 @@ as ``fn(config)`` with ``config["plan"]`` the TrainPlan as a dict, reads the sha
 reports with ``ray.train.report``; a ``model.pt`` state dict in its last checkpoint becomes
 the job's model. ``build_model(TrainPlan.from_dict(config["plan"]))`` gives the built-in
 model for the plan.
+
+The same loop also runs in Ray Train's local mode (``num_workers=0``: the function runs in
+the driver, which is how ``kubetrain run`` trains by default). That mode keeps only the
+last report in memory, so there the loop stores its checkpoints itself, in the layout that
+Ray Train uses, and tells the driver of each epoch directly (``InProcessReports``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import posixpath
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,6 +38,7 @@ from torch import nn
 
 from kubetrain_runtime.models import build_model
 from kubetrain_runtime.plan import TrainPlan
+from kubetrain_runtime.storage import Store
 
 STATE_FILE = "state.json"
 MODEL_FILE = "model.pt"
@@ -41,10 +48,99 @@ EXTRAS_FILE = "extras.pt"
 RECONSTRUCTIONS = 8
 #: Slots of the per-phase sums vector that is all-reduced across workers.
 _LOSS, _COUNT, _CORRECT, _SQUARED, _ABSOLUTE, _RECON, _KL = range(7)
+#: ``train_loop_config`` keys set by the driver (beside ``plan``).
+OUTPUT_KEY = "output"  # the output store's URI (checkpoints under checkpoints/<run>/)
+RESUME_KEY = "resume_from"  # the checkpoint the driver chose to resume (its folder name)
+IN_PROCESS_KEY = "events"  # local mode: the driver's events file
+CHECKPOINT_PREFIX = "checkpoint_epoch_"
+#: Ray Train's own record of a run's checkpoints, in the run's folder.
+RAY_TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
 def checkpoint_name(epoch: int) -> str:
-    return f"checkpoint_epoch_{epoch:05d}"
+    return f"{CHECKPOINT_PREFIX}{epoch:05d}"
+
+
+def append_event(events: str, metrics: dict[str, Any], checkpoint_path: str | None) -> None:
+    """One report as a line of the driver's events file (what ``EpochPump`` follows)."""
+    with open(events, "a") as handle:
+        handle.write(json.dumps({"metrics": metrics, "checkpoint": checkpoint_path}, default=float))
+        handle.write("\n")
+
+
+def checkpoint_at(output: str, run: str, name: str) -> Any:
+    """A checkpoint folder in the output store, as a ``ray.train.Checkpoint``."""
+    import ray.train
+
+    path, filesystem = Store(output).ray_storage(posixpath.join("checkpoints", run, name))
+    return ray.train.Checkpoint(path, filesystem=filesystem)
+
+
+def newest(*checkpoints: Any) -> Any:
+    """Of Ray Train's restored checkpoint and the driver's choice, the later epoch (names
+    sort by epoch): after a worker restart Ray's is newer, after a run in local mode the
+    driver's is the only one."""
+    present = [c for c in checkpoints if c is not None]
+    return max(present, key=lambda c: posixpath.basename(c.path.rstrip("/")), default=None)
+
+
+class RayTrainReports:
+    """Ray Train keeps the checkpoints (cluster runs and ``--workers N``)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.resume_from: str | None = config.get(RESUME_KEY)
+        self.output: str | None = config.get(OUTPUT_KEY)
+
+    def restore(self, run: str) -> Any:
+        import ray.train
+
+        chosen = None
+        if self.resume_from and self.output:
+            chosen = checkpoint_at(self.output, run, self.resume_from)
+        return newest(ray.train.get_checkpoint(), chosen)
+
+    def report(self, metrics: dict[str, float], folder: Path | None, name: str) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(str(folder)) if folder else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+
+
+class InProcessReports(RayTrainReports):
+    """Local mode: checkpoints copied to ``checkpoints/<run>/`` of the output store (the
+    newest ``keep``), and every report appended to the driver's events file."""
+
+    def __init__(self, config: dict[str, Any], plan: TrainPlan) -> None:
+        super().__init__(config)
+        self.store = Store(config[OUTPUT_KEY])
+        self.events: str = config[IN_PROCESS_KEY]
+        self.run, self.keep = plan.name, plan.checkpoint_keep
+
+    def report(self, metrics: dict[str, float], folder: Path | None, name: str) -> None:
+        import ray.train
+
+        stored = None
+        if folder is not None:
+            stored = self._store(folder, name)
+        append_event(self.events, metrics, stored.path if stored else None)
+        ray.train.report(metrics, checkpoint=stored)
+
+    def _store(self, folder: Path, name: str) -> Any:
+        run_dir = posixpath.join("checkpoints", self.run)
+        target = self.store.path(run_dir, name)
+        self.store.fs.makedirs(target, exist_ok=True)
+        for item in folder.iterdir():
+            self.store.fs.put_file(str(item), posixpath.join(target, item.name))
+        # Ray Train's record describes an older run now: it must not resume from it.
+        self.store.remove(posixpath.join(run_dir, RAY_TRAIN_SNAPSHOT))
+        saved = [c for c in self.store.children(run_dir) if c.startswith(CHECKPOINT_PREFIX)]
+        for old in saved[: max(0, len(saved) - self.keep)]:
+            self.store.remove(posixpath.join(run_dir, old))
+        return checkpoint_at(self.store.uri, self.run, name)
+
+
+def reports_for(config: dict[str, Any], plan: TrainPlan) -> RayTrainReports:
+    return InProcessReports(config, plan) if config.get(IN_PROCESS_KEY) else RayTrainReports(config)
 
 
 @dataclass
@@ -251,7 +347,10 @@ def _autocast(plan: TrainPlan, device: torch.device) -> tuple[AbstractContextMan
 def _final_extras(
     model: nn.Module, plan: TrainPlan, val: ShardBatches, device: torch.device
 ) -> dict[str, Any]:
-    """What the outputs need from the trained model: VAE samples and reconstructions."""
+    """What the outputs need from the trained model: VAE samples and reconstructions, or a
+    regression's validation predictions against the truth."""
+    if plan.task == "regression":
+        return _regression_extras(model, val)
     if plan.model_type != "vae":
         return {}
     net = getattr(model, "module", model)
@@ -269,6 +368,31 @@ def _final_extras(
             extras["originals"] = originals.cpu()
             extras["reconstructions"] = squash(net.decode(mu)).cpu()
     return extras
+
+
+#: Validation rows kept for the predictions-against-truth plot.
+PREDICTION_SAMPLES = 2000
+
+
+def _regression_extras(model: nn.Module, val: ShardBatches) -> dict[str, Any]:
+    model.eval()
+    inputs, truth, predicted = [], [], []
+    kept = 0
+    with torch.no_grad():
+        for x, y in val.epoch(0):
+            if y is None or kept >= PREDICTION_SAMPLES:
+                break
+            inputs.append(x[:RECONSTRUCTIONS].cpu() if not inputs else x[:0].cpu())
+            truth.append(y.cpu())
+            predicted.append(model(x).squeeze(-1).float().cpu())
+            kept += len(y)
+    if not truth:
+        return {}
+    return {
+        "inputs": torch.cat(inputs),
+        "truth": torch.cat(truth)[:PREDICTION_SAMPLES],
+        "predicted": torch.cat(predicted)[:PREDICTION_SAMPLES],
+    }
 
 
 def _save(
@@ -289,18 +413,18 @@ class WorkerRun:
     """One worker's run: the replica, its optimizer, its shards and the loop state, restored
     from the latest checkpoint when there is one (a restart continues at the next epoch)."""
 
-    def __init__(self, plan: TrainPlan) -> None:
+    def __init__(self, plan: TrainPlan, reports: RayTrainReports) -> None:
         import ray.train
         import ray.train.torch
 
-        self.plan = plan
+        self.plan, self.reports = plan, reports
         torch.set_num_threads(plan.threads)
         self.rank = ray.train.get_context().get_world_rank()
         torch.manual_seed(plan.seed)  # the same initial weights on every rank
         model = build_model(plan)
         self.state = LoopState(total_epochs=plan.epochs, fingerprint=plan.fingerprint)
         optimizer_state = None
-        checkpoint = ray.train.get_checkpoint()
+        checkpoint = reports.restore(plan.name)
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
                 model.load_state_dict(torch.load(Path(folder) / MODEL_FILE, map_location="cpu"))
@@ -393,22 +517,17 @@ class WorkerRun:
 
     def report(self, metrics: dict[str, float], *, save: bool, final: bool) -> None:
         """Every rank reports (it is a barrier); rank 0 attaches the checkpoint."""
-        import ray.train
-
+        name = checkpoint_name(self.state.epoch)
         if not save or self.rank != 0:
-            ray.train.report(metrics, checkpoint=None)
+            self.reports.report(metrics, None, name)
             return
         extras = _final_extras(self.model, self.plan, self.val, self.device) if final else {}
         with tempfile.TemporaryDirectory(prefix="kubetrain-ckpt-") as folder:
             _save(Path(folder), self.model, self.optimizer, self.state, extras)
-            checkpoint = ray.train.Checkpoint.from_directory(folder)
-            ray.train.report(
-                metrics,
-                checkpoint=checkpoint,
-                checkpoint_dir_name=checkpoint_name(self.state.epoch),
-            )
+            self.reports.report(metrics, Path(folder), name)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The built-in loop (see the module docstring for the ``config`` it receives)."""
-    WorkerRun(TrainPlan.from_dict(config["plan"])).run()
+    plan = TrainPlan.from_dict(config["plan"])
+    WorkerRun(plan, reports_for(config, plan)).run()

@@ -21,7 +21,7 @@ import posixpath
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray.train
@@ -33,7 +33,15 @@ from kubetrain_runtime.data.pipeline import PreparedData
 from kubetrain_runtime.plan import Resume, Sizing, TrainPlan, decide_resume
 from kubetrain_runtime.reporting import Reporter
 from kubetrain_runtime.storage import Store
-from kubetrain_runtime.train_loop import STATE_FILE, train_loop_per_worker
+from kubetrain_runtime.train_loop import (
+    CHECKPOINT_PREFIX,
+    IN_PROCESS_KEY,
+    OUTPUT_KEY,
+    RESUME_KEY,
+    STATE_FILE,
+    append_event,
+    train_loop_per_worker,
+)
 
 CHECKPOINTS = "checkpoints"
 #: Values in worker metrics that are bookkeeping, not metrics.
@@ -49,23 +57,25 @@ class TrainingFailed(Exception):
         self.out_of_memory = out_of_memory
 
 
-def latest_state(store: Store, run: str) -> dict[str, Any] | None:
-    """``state.json`` of the run's newest checkpoint, if any."""
+def latest_checkpoint(store: Store, run: str) -> tuple[str, dict[str, Any]] | None:
+    """The run's newest checkpoint: its folder name and its ``state.json``."""
     folder = posixpath.join(CHECKPOINTS, run)
     for name in reversed(store.children(folder)):
-        if name.startswith("checkpoint_epoch_") and store.exists(
+        if name.startswith(CHECKPOINT_PREFIX) and store.exists(
             posixpath.join(folder, name, STATE_FILE)
         ):
-            return json.loads(store.read_text(posixpath.join(folder, name, STATE_FILE)))
+            return name, json.loads(store.read_text(posixpath.join(folder, name, STATE_FILE)))
     return None
 
 
 def prepare_resume(store: Store, plan: TrainPlan) -> Resume:
     """Decide, and clear the old run's folder when not resuming (so V2 starts afresh)."""
-    decision = decide_resume(latest_state(store, plan.name), plan)
+    latest = latest_checkpoint(store, plan.name)
+    decision = decide_resume(latest[1] if latest else None, plan)
     if not decision.resume:
         store.remove(posixpath.join(CHECKPOINTS, plan.name))
-    return decision
+        return decision
+    return replace(decision, checkpoint=latest[0] if latest else "")
 
 
 def load_train_function(reference: str | None) -> Callable[[dict[str, Any]], None]:
@@ -96,12 +106,9 @@ class EventForwarder(ray.train.UserCallback):
         metrics: list[dict[str, Any]],
         checkpoint: ray.train.Checkpoint | None,
     ) -> None:
-        event = {
-            "metrics": metrics[0] if metrics else {},
-            "checkpoint": checkpoint.path if checkpoint else None,
-        }
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(event, default=float) + "\n")
+        append_event(
+            self.path, metrics[0] if metrics else {}, checkpoint.path if checkpoint else None
+        )
 
 
 @dataclass
@@ -225,6 +232,33 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def loop_config(
+    plan: TrainPlan, store: Store, resume: Resume, events: str, *, in_process: bool
+) -> dict[str, Any]:
+    """What every worker's loop receives (the keys are documented in ``train_loop``)."""
+    config: dict[str, Any] = {"plan": plan.to_dict(), OUTPUT_KEY: store.uri}
+    if resume.checkpoint:
+        config[RESUME_KEY] = resume.checkpoint
+    if in_process:
+        config[IN_PROCESS_KEY] = events
+    return config
+
+
+def _training_failure(exc: BaseException) -> UserError | TrainingFailed:
+    """What a failed fit means: the user's mistake, a worker out of memory, or a crash."""
+    user = _user_error(exc)
+    if user is not None:
+        return user
+    if _out_of_memory(exc):
+        return TrainingFailed(
+            "a training worker ran out of memory: Ray's memory monitor stopped it near "
+            "its pod's limit; raise spec.training.resourcesPerWorker.memory, or lower "
+            "batchSize or the model's size",
+            out_of_memory=True,
+        )
+    return TrainingFailed(_first_line(exc))
+
+
 def run_training(
     plan: TrainPlan,
     prepared: PreparedData,
@@ -234,15 +268,18 @@ def run_training(
     *,
     train_function: Callable[[dict[str, Any]], None],
     max_failures: int,
+    resume: Resume,
 ) -> TrainOutcome:
+    """Fit with Ray Train: ``sizing.workers`` worker actors, or, when ``sizing.in_process``,
+    Ray Train's local mode (``num_workers=0``), the same loop in this process."""
     storage_path, filesystem = store.ray_storage(CHECKPOINTS)
     handle, events = tempfile.mkstemp(prefix="kubetrain-events-", suffix=".jsonl")
     os.close(handle)
     trainer = TorchTrainer(
         train_function,
-        train_loop_config={"plan": plan.to_dict()},
+        train_loop_config=loop_config(plan, store, resume, events, in_process=sizing.in_process),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=sizing.workers,
+            num_workers=0 if sizing.in_process else sizing.workers,
             use_gpu=sizing.use_gpu,
             resources_per_worker=sizing.resources_per_worker(),
         ),
@@ -262,18 +299,12 @@ def run_training(
     pump.start()
     try:
         result = trainer.fit()
-    except ray.train.TrainingFailedError as exc:
-        user = _user_error(exc)
-        if user is not None:
-            raise user from None
-        if _out_of_memory(exc):
-            raise TrainingFailed(
-                "a training worker ran out of memory: Ray's memory monitor stopped it near "
-                "its pod's limit; raise spec.training.resourcesPerWorker.memory, or lower "
-                "batchSize or the model's size",
-                out_of_memory=True,
-            ) from exc
-        raise TrainingFailed(_first_line(exc)) from exc
+    except UserError:
+        raise  # local mode: the loop's own error, unwrapped
+    except Exception as exc:
+        if not (sizing.in_process or isinstance(exc, ray.train.TrainingFailedError)):
+            raise
+        raise _training_failure(exc) from exc
     finally:
         pump.drain()
         os.unlink(events)

@@ -21,7 +21,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[RaySession]:
-    with ray_session(local=True) as session:
+    # A private Ray (idle 0): the tier must not leave a kept Ray behind; the keeper has
+    # its own test (test_local_ray.py).
+    with ray_session(local=True, idle=0) as session:
         yield session
 
 

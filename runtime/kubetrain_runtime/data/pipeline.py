@@ -9,7 +9,7 @@ preprocessing re-runs every epoch.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -111,7 +111,25 @@ def column_statistics(ds: ray.data.Dataset, count_values: tuple[str, ...] = ()) 
     return column_stats.merge(json.loads(row["partial"]) for row in partials)
 
 
-def prepare(spec: TrainingJobSpec, manifest_dir: Path) -> PreparedData:
+def noise_floor(data: Any, task: str) -> dict[str, Any]:
+    """For generated regression data, the MSE that no model beats on average: the variance
+    of the noise added to the target (``noise`` is its standard deviation)."""
+    generated = data.source.generated
+    if generated is None or task != "regression":
+        return {}
+    return {
+        "noiseFloorMse": round(float(generated.noise) ** 2, 8),
+        "noiseFloor": "the target's noise variance: the lowest validation MSE a model can reach",
+    }
+
+
+def prepare(
+    spec: TrainingJobSpec,
+    manifest_dir: Path,
+    on_step: Callable[[str], None] = lambda _name: None,
+) -> PreparedData:
+    """Read, clean, describe, split and preprocess; ``on_step`` hears each step after the
+    first (reading and cleaning) begin."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     data, model = spec.data, spec.model
@@ -133,6 +151,7 @@ def prepare(spec: TrainingJobSpec, manifest_dir: Path) -> PreparedData:
 
     label = features.label
     classifying = task == "classification" and label is not None
+    on_step("statistics")
     merged = column_statistics(cleaned.ds, (label,) if classifying else ())
     preprocess.check_nulls(features, merged)
     classes = None
@@ -147,6 +166,7 @@ def prepare(spec: TrainingJobSpec, manifest_dir: Path) -> PreparedData:
     timings["stats"] = time.perf_counter() - started - timings["read_and_clean"]
 
     mark = time.perf_counter()
+    on_step("splitting and preprocessing")
     split = data.validation
     train, validation = cleaned.ds.train_test_split(
         test_size=split.fraction, shuffle=True, seed=split.seed
@@ -193,6 +213,7 @@ def prepare(spec: TrainingJobSpec, manifest_dir: Path) -> PreparedData:
         "columns": column_stats.describe(merged),
         "preprocessing": repr(chain),
         "timingsSeconds": {k: round(v, 3) for k, v in timings.items()},
+        **noise_floor(data, task),
     }
     likelihood = None
     if model.type == "vae":

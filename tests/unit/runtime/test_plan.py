@@ -14,6 +14,7 @@ from kubetrain_runtime.plan import (
     decide_resume,
     fingerprint,
     size_workers,
+    trains_in_process,
 )
 
 pytestmark = pytest.mark.unit
@@ -133,3 +134,37 @@ def test_early_stopping_metric_must_be_reported():
         check_early_stopping(training(earlyStopping={"metric": "val_acc"}), "classification")
     assert err.value.field == "spec.training.earlyStopping.metric"
     assert "val_accuracy" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("workers", "private", "function", "expected"),
+    [
+        (None, True, None, True),  # the default local run
+        (2, True, None, False),  # --workers: real Ray Train workers
+        (1, True, None, False),
+        (None, False, None, False),  # a joined Ray (RAY_ADDRESS) keeps its workers
+        (None, True, "pkg.mod:fn", False),  # a custom loop's own checkpoints need workers
+    ],
+)
+def test_when_a_local_run_trains_in_process(workers, private, function, expected):
+    spec = training(workers=2, trainFunction=function)
+    assert trains_in_process(spec, workers=workers, private_ray=private) is expected
+
+
+def test_in_process_sizing_uses_every_core_and_says_what_the_spec_sizes():
+    sizing = size_workers(
+        training(workers=2), Available(cpus=2, memory=8 * 2**30), workers=None, local=True,
+        in_process=True,
+    )  # fmt: skip
+    assert (sizing.in_process, sizing.workers, sizing.threads, sizing.gpu) == (True, 1, 2, 0)
+    (note,) = sizing.notes
+    assert "local mode" in note and "spec.training.workers (2) sizes the cluster" in note
+    assert "--workers 2 runs 2 Ray Train workers with DDP" in note
+
+
+def test_in_process_takes_one_gpu_only_when_asked_and_present():
+    spec = training(resourcesPerWorker={"gpu": 1})
+    with_gpu = size_workers(spec, Available(cpus=4, gpus=1), workers=None, local=True,
+                            in_process=True)  # fmt: skip
+    without = size_workers(spec, Available(cpus=4), workers=None, local=True, in_process=True)
+    assert with_gpu.use_gpu and not without.use_gpu

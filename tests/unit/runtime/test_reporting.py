@@ -76,3 +76,55 @@ def test_a_failing_reporter_does_not_stop_the_others():
     guarded.epoch(Progress(epoch=1), {"epoch": 1.0})
     guarded.epoch(Progress(epoch=2), {"epoch": 2.0})
     assert collect.epochs == [1, 2]
+
+
+def test_the_plain_display_names_every_step_with_its_time():
+    """What a CI log of ``kubetrain run`` shows: each stage and step, then how long it took
+    (no silent minute), and the time per stage in the summary."""
+    from rich.console import Console
+
+    from kubetrain_runtime.rich_reporter import RichReporter
+
+    out = io.StringIO()
+    reporter = RichReporter(JOB, Console(file=out, width=120, emoji=False))
+    reporter.step("starting Ray", "a private Ray for this run")
+    reporter.stage("data", "builtin iris")
+    reporter.step("statistics")
+    reporter.step("splitting and preprocessing")
+    reporter.data_ready(DataStats(rowsRead=150, rowsAfterCleaning=150, trainRows=120,
+                                  validationRows=30), {})  # fmt: skip
+    reporter.stage("training", "mlp/classification, 1 worker(s) × 2 CPU")
+    reporter.epoch(Progress(stage="training", epoch=1, totalEpochs=1), {"train_loss": 0.5})
+    reporter.stage("finishing", "/tmp/out")
+    metrics = {"epoch": 1.0, "starting_ray_seconds": 1.5, "training_seconds": 0.25}
+    reporter.finished(True, metrics, Artifacts(), "1 epochs")
+    text = out.getvalue()
+    order = [
+        "Starting Ray",
+        "Reading and cleaning",
+        "Statistics",
+        "Splitting and preprocessing",
+        "Starting training",
+        "Training",
+        "Writing outputs",
+    ]
+    positions = [text.index(line) for line in order]
+    assert positions == sorted(positions), text
+    for line in order[:-1]:
+        assert f"{line} took " in text, f"{line} has no time: {text}"
+    assert "starting Ray (s)" in text and "training (s)" in text
+
+
+def test_stage_seconds_come_from_the_timeline():
+    from kubetrain_runtime.job import stage_seconds
+
+    timeline = {"ray_ready": 1.0, "data_ready": 3.5, "training_started": 3.6,
+                "first_step": 4.6, "training_finished": 6.0, "finished": 7.0}  # fmt: skip
+    assert stage_seconds(timeline) == {
+        "starting_ray_seconds": 1.0,
+        "preparing_data_seconds": 2.5,
+        "starting_training_seconds": 1.0,
+        "training_seconds": 1.4,
+        "writing_outputs_seconds": 1.0,
+    }
+    assert "training_seconds" not in stage_seconds({"ray_ready": 1.0, "training_finished": 2.0})
