@@ -4,6 +4,8 @@ the result, median of N runs, for the default (in-process) run and for ``--worke
     ~/.cache/kubetrain/venv/bin/python benchmarks/bench_local_run.py            # digits-cnn, 3 runs
     ~/.cache/kubetrain/venv/bin/python benchmarks/bench_local_run.py --examples all --repeats 1
     ~/.cache/kubetrain/venv/bin/python benchmarks/bench_local_run.py --cold     # Ray not kept
+    git worktree add /tmp/kt-before <commit>     # then the same runs with that commit's code:
+    ~/.cache/kubetrain/venv/bin/python benchmarks/bench_local_run.py --code /tmp/kt-before
 
 Each run is a fresh ``kubetrain`` process. Wall time is measured outside it (process start
 to exit); the first step comes from its ``metrics.json`` (``timelineSeconds.first_step``,
@@ -36,9 +38,17 @@ KEY = {
 }
 
 
+#: ``--code``: another checkout whose packages (and examples) replace this one's.
+CODE = {"root": ROOT}
+
+
 def kubetrain(*args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "kubetrain.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
+    root = CODE["root"]
+    env = os.environ.copy()
+    if root != ROOT:
+        env["PYTHONPATH"] = os.pathsep.join(str(root / p) for p in ("", "runtime", "operator"))
+    return subprocess.run(command, capture_output=True, text=True, check=False, cwd=root, env=env)
 
 
 def one_run(example: str, workers: int | None, cold: bool) -> dict[str, float | str]:
@@ -80,7 +90,10 @@ def main() -> None:
     parser.add_argument("--workers", default="default,2", help="modes: default and/or N")
     parser.add_argument("--cold", action="store_true", help="stop the kept Ray before each run")
     parser.add_argument("--json", help="write every run here")
+    parser.add_argument("--code", type=Path, help="run another checkout's code (a worktree)")
     args = parser.parse_args()
+    if args.code:
+        CODE["root"] = args.code.resolve()
     names = EXAMPLES if args.examples == "all" else tuple(args.examples.split(","))
     modes = [None if m == "default" else int(m) for m in args.workers.split(",")]
     load = os.getloadavg()[0]

@@ -440,6 +440,14 @@ class Optimizer(ApiModel):
     learningRate: float = Field(1e-3, gt=0, le=10, description="Learning rate.")
     weightDecay: float = Field(0.0, ge=0, le=1, description="L2 penalty (decoupled for adamw).")
     momentum: float = Field(0.0, ge=0, lt=1, description="Momentum, for sgd.")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description=(
+            "Learning rate over the epochs: constant, or cosine, which decays it from "
+            "learningRate to zero along a half cosine, set at each epoch's start (a resumed "
+            "run continues on the same curve)."
+        ),
+    )
 
 
 class EarlyStopping(ApiModel):

@@ -36,6 +36,15 @@ KEY_METRIC: dict[str, tuple[str, str]] = {
 }
 
 
+def learning_rate(optimizer: Mapping[str, Any], epoch: int, epochs: int) -> float:
+    """The learning rate for ``epoch`` (1-based). A pure function of the epoch, so a
+    resumed run needs no scheduler state to continue on the same curve."""
+    base = float(optimizer["learningRate"])
+    if optimizer.get("schedule", "constant") != "cosine" or epochs <= 1:
+        return base
+    return base * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
+
+
 def metric_names(task: str) -> tuple[str, ...]:
     return TASK_METRICS[task]
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kubetrain_runtime.models import build_model
-from kubetrain_runtime.plan import TrainPlan
+from kubetrain_runtime.plan import TrainPlan, learning_rate
 from kubetrain_runtime.storage import Store
 
 STATE_FILE = "state.json"
@@ -449,6 +449,9 @@ class WorkerRun:
 
     def train_epoch(self, epoch: int) -> torch.Tensor:
         self.model.train()
+        rate = learning_rate(self.plan.optimizer, epoch, self.plan.epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
         sums = torch.zeros(7, dtype=torch.float64, device=self.device)
         for x, y in self.train.epoch(epoch):
             self.optimizer.zero_grad(set_to_none=True)

@@ -155,22 +155,35 @@ def summary(status: Status) -> dict[str, Any]:
 # ------------------------------------------------------------------ the scenarios
 
 
-def test_a_killed_worker_resumes_from_the_last_checkpoint(workspace, kubectl):
-    ns = workspace.name
-    uid = apply(kubectl, ns, long_job("worker-kill", backoffLimit=2))
-    before, _ = wait_for(kubectl, ns, "worker-kill", "a checkpoint", checkpoint_at(3))
-    worker = pod_of(kubectl, ns, uid, "worker")["metadata"]["name"]
-    killed = kill_pod(kubectl, ns, worker)
+@pytest.mark.parametrize(
+    ("role", "backoff", "reason"),
+    [("worker", 2, "WorkerPodLost"), ("head", 1, "HeadPodLost")],
+    ids=["worker", "head"],
+)
+def test_a_killed_pod_mid_training_resumes_from_the_last_checkpoint(
+    workspace, kubectl, role, backoff, reason
+):
+    """A worker or the head deleted at once, mid-training: the job is retried within its
+    backoffLimit, on a rebuilt cluster when the head went, from the checkpoint."""
+    ns, name = workspace.name, f"{role}-kill"
+    uid = apply(kubectl, ns, long_job(name, backoffLimit=backoff))
+    before, _ = wait_for(kubectl, ns, name, "a checkpoint", checkpoint_at(3))
+    first = {p["metadata"]["uid"] for p in ray_pods(kubectl, ns, uid)}
+    victim = pod_of(kubectl, ns, uid, role)["metadata"]["name"]
+    killed = kill_pod(kubectl, ns, victim)
     retrying, detected = wait_for(
-        kubectl, ns, "worker-kill", "Retrying", lambda st: st.get("phase") == "Retrying"
+        kubectl, ns, name, "Retrying", lambda st: st.get("phase") == "Retrying"
     )
-    assert retrying["reason"] == "WorkerPodLost", retrying
-    assert worker in retrying["message"] and "retry 1 of 2" in retrying["message"]
-    timings = retrained(kubectl, ns, "worker-kill", 2, killed)
-    final, _ = follow_job(kubectl, ns, "worker-kill", timeout=600)
+    assert retrying["reason"] == reason and victim in retrying["message"], retrying
+    assert f"retry 1 of {backoff}" in retrying["message"], retrying
+    timings = retrained(kubectl, ns, name, 2, killed)
+    if role == "head":
+        rebuilt = {p["metadata"]["uid"] for p in ray_pods(kubectl, ns, uid)}
+        assert not first & rebuilt, "the workers of the lost head were kept"
+    final, _ = follow_job(kubectl, ns, name, timeout=600)
     status = final["status"]
     report(
-        "fault:worker-killed",
+        f"fault:{role}-killed",
         {
             "detect_s": detected,
             **timings,
@@ -180,41 +193,10 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(workspace, kubectl):
         },
     )
     assert (status["phase"], status["attempts"], status["failedAttempts"]) == ("Succeeded", 2, 1)
-    assert [r["reason"] for r in status["attemptHistory"]] == ["WorkerPodLost", "Succeeded"]
+    assert [r["reason"] for r in status["attemptHistory"]] == [reason, "Succeeded"]
     metrics = assert_history_whole(workspace, status, EPOCHS)
     assert metrics["resumedFromEpoch"] >= before["artifacts"]["checkpointEpoch"]
     assert children_left(kubectl, ns, uid) == []
-
-
-def test_a_killed_head_is_retried_on_a_rebuilt_cluster(workspace, kubectl):
-    ns = workspace.name
-    uid = apply(kubectl, ns, long_job("head-kill", backoffLimit=1))
-    before, _ = wait_for(kubectl, ns, "head-kill", "a checkpoint", checkpoint_at(3))
-    first = {p["metadata"]["uid"] for p in ray_pods(kubectl, ns, uid)}
-    head = pod_of(kubectl, ns, uid, "head")["metadata"]["name"]
-    killed = kill_pod(kubectl, ns, head)
-    retrying, detected = wait_for(
-        kubectl, ns, "head-kill", "Retrying", lambda st: st.get("phase") == "Retrying"
-    )
-    assert retrying["reason"] == "HeadPodLost" and head in retrying["message"], retrying
-    timings = retrained(kubectl, ns, "head-kill", 2, killed)
-    rebuilt = {p["metadata"]["uid"] for p in ray_pods(kubectl, ns, uid)}
-    assert not first & rebuilt, "the workers of the lost head were kept"
-    final, _ = follow_job(kubectl, ns, "head-kill", timeout=600)
-    status = final["status"]
-    report(
-        "fault:head-killed",
-        {
-            "detect_s": detected,
-            **timings,
-            "checkpoint_at_kill": before["artifacts"]["checkpointEpoch"],
-            "while_retrying": retrying["message"],
-            **summary(status),
-        },
-    )
-    assert (status["phase"], status["attempts"], status["failedAttempts"]) == ("Succeeded", 2, 1)
-    metrics = assert_history_whole(workspace, status, EPOCHS)
-    assert metrics["resumedFromEpoch"] >= before["artifacts"]["checkpointEpoch"]
 
 
 def test_a_killed_head_without_retries_fails_naming_the_head(workspace, kubectl):

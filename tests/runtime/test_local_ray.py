@@ -19,7 +19,8 @@ from kubetrain_runtime.local_ray import KeeperFiles
 
 pytestmark = pytest.mark.runtime
 
-IDLE_SECONDS = 4
+#: Long enough for the second run to start (imports take seconds on two busy cores).
+IDLE_SECONDS = 15
 
 
 def _job(examples_dir: Path, folder: Path) -> Path:

@@ -16,8 +16,9 @@ def losses(reporter) -> list[float]:
 
 
 def test_cnn_on_digits_with_two_workers(example, train, tmp_path):
+    """``--workers 2``: two Ray Train worker actors with DDP (the cluster's path)."""
     job = example("digits-cnn", training={"epochs": 3})
-    summary, reporter = train(job, tmp_path)
+    summary, reporter = train(job, tmp_path, workers=2)
     assert summary.succeeded, summary.message
     assert reporter.epochs == [1, 2, 3]
     assert losses(reporter)[-1] < losses(reporter)[0]
@@ -29,6 +30,11 @@ def test_cnn_on_digits_with_two_workers(example, train, tmp_path):
     assert (stats.trainRows, stats.validationRows) == (1437, 360)
     # Metrics are all-reduced over both workers' shards: the confusion matrix counts the
     # whole validation split.
+    state = json.loads(
+        (tmp_path / "checkpoints/digits-cnn/checkpoint_epoch_00003/state.json").read_text()
+    )
+    assert sum(map(sum, state["confusion"])) == 360
+    assert not any("local mode" in n["message"] for n in reporter.of("note"))
     artifacts = reporter.result["artifacts"]
     assert {p.rsplit("/", 1)[1] for p in artifacts.plots} == {"loss.png", "confusion_matrix.png"}
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -41,16 +47,33 @@ def test_cnn_on_digits_with_two_workers(example, train, tmp_path):
     assert summary.metrics["time_to_first_step_seconds"] > 0
 
 
-def test_mlp_resumes_at_the_next_epoch(example, train, tmp_path):
-    first, _ = train(example("iris-csv-mlp", training={"epochs": 2}), tmp_path)
+def test_mlp_resumes_at_the_next_epoch_across_both_ways_of_training(example, train, tmp_path):
+    """In process (local mode) → one Ray Train worker actor → in process again: each run
+    resumes the checkpoint the previous one left, whichever way it was written."""
+    spec = {"epochs": 2, "checkpoint": {"everyEpochs": 1, "keep": 2}}
+    first, reporter = train(example("iris-csv-mlp", training=spec), tmp_path)
     assert first.succeeded, first.message
-    summary, reporter = train(example("iris-csv-mlp", training={"epochs": 4}), tmp_path)
+    assert any("local mode" in n["message"] for n in reporter.of("note"))
+    assert [c["epoch"] for c in reporter.of("checkpoint")] == [1, 2]
+    runs = tmp_path / "checkpoints" / "iris-csv-mlp"
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "checkpoint_epoch_00001",
+        "checkpoint_epoch_00002",
+    ]
+    summary, reporter = train(example("iris-csv-mlp", training={**spec, "epochs": 4}), tmp_path, 1)
     assert summary.succeeded, summary.message
     assert reporter.epochs == [3, 4]
     assert any("resuming after epoch 2" in n["message"] for n in reporter.of("note"))
+    third, reporter = train(example("iris-csv-mlp", training={**spec, "epochs": 6}), tmp_path)
+    assert third.succeeded, third.message
+    assert reporter.epochs == [5, 6]
+    assert sorted(p.name for p in runs.iterdir() if p.name.startswith("checkpoint_epoch")) == [
+        "checkpoint_epoch_00005",
+        "checkpoint_epoch_00006",
+    ], "keep: 2 holds in process too"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
-    assert metrics["resumedFromEpoch"] == 2
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4, 5, 6]
+    assert metrics["resumedFromEpoch"] == 4
     history = [h["train_loss"] for h in metrics["history"]]
     assert history[-1] < history[0]
 
@@ -60,6 +83,7 @@ def test_rnn_regression_stops_early_through_a_custom_train_function(example, tra
     # imported on the driver and called by every worker with the same config.
     job = example(
         "sine-rnn",
+        data={"source": {"generated": {"samples": 2000}}},
         training={
             "trainFunction": "kubetrain_runtime.train_loop:train_loop_per_worker",
             "epochs": 6,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
 
 from kubetrain.api.quantity import parse_quantity
@@ -168,3 +171,15 @@ def test_in_process_takes_one_gpu_only_when_asked_and_present():
                             in_process=True)  # fmt: skip
     without = size_workers(spec, Available(cpus=4), workers=None, local=True, in_process=True)
     assert with_gpu.use_gpu and not without.use_gpu
+
+
+def test_cosine_schedule_decays_from_the_rate_to_zero_and_constant_stays():
+    from kubetrain_runtime.plan import learning_rate
+
+    cosine = {"learningRate": 0.01, "schedule": "cosine"}
+    rates = [learning_rate(cosine, epoch, 10) for epoch in range(1, 11)]
+    assert rates[0] == pytest.approx(0.01)
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    assert rates[-1] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 0.9)))
+    assert learning_rate({"learningRate": 0.01}, 7, 10) == 0.01
+    assert learning_rate(cosine, 1, 1) == 0.01

@@ -1,0 +1,54 @@
+"""Each example, as it ships, reaches a result a practitioner would call right for its
+data, with its seeds fixed. Trained in process (the default local run), each takes seconds
+to a minute on two cores; ``benchmarks/bench_local_run.py --examples all`` records the same
+figures with their times."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.runtime
+
+
+def _trained(example, train, tmp_path, name: str):
+    summary, reporter = train(example(name), tmp_path)
+    assert summary.succeeded, summary.message
+    assert any("local mode" in n["message"] for n in reporter.of("note"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    plots = {p.rsplit("/", 1)[1] for p in reporter.result["artifacts"].plots}
+    return summary, metrics, plots
+
+
+def test_digits_cnn_reaches_97_percent(example, train, tmp_path):
+    summary, metrics, plots = _trained(example, train, tmp_path, "digits-cnn")
+    assert summary.metrics["val_accuracy"] >= 0.97, metrics["final"]
+    assert plots == {"loss.png", "confusion_matrix.png"}
+
+
+def test_iris_mlp_reaches_93_percent(example, train, tmp_path):
+    summary, metrics, plots = _trained(example, train, tmp_path, "iris-csv-mlp")
+    assert summary.metrics["val_accuracy"] >= 0.93, metrics["final"]
+    assert plots == {"loss.png", "confusion_matrix.png"}
+
+
+def test_sine_rnn_comes_within_1_5x_of_its_noise_floor(example, train, tmp_path):
+    summary, _, plots = _trained(example, train, tmp_path, "sine-rnn")
+    report = json.loads((tmp_path / "data_report.json").read_text())
+    floor = report["noiseFloorMse"]
+    assert floor == pytest.approx(0.05**2)
+    assert summary.metrics["val_mse"] <= 1.5 * floor, (summary.metrics["val_mse"], floor)
+    assert plots == {"loss.png", "predictions.png"}
+
+
+def test_vae_samples_look_like_digits(example, train, tmp_path):
+    """A logistic regression fitted on the real digits labels 1000 samples from the prior:
+    confident labels over most classes mean the samples look like digits."""
+    _, metrics, plots = _trained(example, train, tmp_path, "digits-vae")
+    quality = metrics["sampleQuality"]
+    assert quality["classifierHeldOutAccuracy"] >= 0.9, "the judge itself knows digits"
+    assert quality["classifierConfidenceOnNoise"] < 0.7, "and is not confident about noise"
+    assert quality["meanConfidence"] >= 0.8, quality
+    assert quality["classesCovered"] >= 8, quality
+    assert plots == {"loss.png", "vae_samples.png"}
