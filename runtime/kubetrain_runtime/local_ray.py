@@ -101,13 +101,13 @@ class KeeperFiles:
             state = KeeperState(**json.loads(self.state.read_text()))
         except (OSError, ValueError, TypeError):
             return None
-        if not _alive(state.pid):
+        if not process_alive(state.pid):
             self.state.unlink(missing_ok=True)
             return None
         return state
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -182,9 +182,9 @@ def stop(files: KeeperFiles, timeout: float = 30.0) -> KeeperState | None:
         return None
     os.kill(state.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(state.pid) and time.monotonic() < deadline:
+    while process_alive(state.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(state.pid):
+    if process_alive(state.pid):
         os.kill(state.pid, signal.SIGKILL)
     files.state.unlink(missing_ok=True)
     return state
@@ -193,12 +193,19 @@ def stop(files: KeeperFiles, timeout: float = 30.0) -> KeeperState | None:
 # ---------------------------------------------------------------------- the keeper
 
 
+def _lock_now(handle: IO[str]) -> bool:
+    """Take the exclusive lock if nobody holds it (without waiting)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def _idle_now(files: KeeperFiles) -> bool:
     """No run holds the in-use lock (checked without waiting)."""
     with open(files.in_use, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_now(handle):
             return False
         fcntl.flock(handle, fcntl.LOCK_UN)
         return True
@@ -208,9 +215,7 @@ def _try_retire(files: KeeperFiles) -> bool:
     """Remove the state file, if no run is starting or running, so that none connects
     to a Ray about to stop. True when retired."""
     with open(files.start, "a+") as start:
-        try:
-            fcntl.flock(start, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_now(start):
             return False
         try:
             if not _idle_now(files):

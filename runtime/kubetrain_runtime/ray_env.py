@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubetrain.api.raynode import WORKER_SLOT
-from kubetrain_runtime.local_ray import KeeperFiles, KeeperState, idle_seconds, using_keeper
+from kubetrain_runtime.local_ray import (
+    KeeperFiles,
+    KeeperState,
+    idle_seconds,
+    process_alive,
+    using_keeper,
+)
 from kubetrain_runtime.plan import Available
 
 CACHE_DIR = Path(os.environ.get("KUBETRAIN_CACHE", Path.home() / ".cache" / "kubetrain"))
@@ -62,21 +68,11 @@ def prune_sessions(root: str | Path, keep: int = KEEP_SESSIONS) -> list[Path]:
     removed: list[Path] = []
     for folder in folders[keep:]:
         pid = folder.name.rsplit("_", 1)[-1]
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and process_alive(int(pid)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def logs_dir() -> str:

@@ -52,6 +52,8 @@ _LOSS, _COUNT, _CORRECT, _SQUARED, _ABSOLUTE, _RECON, _KL = range(7)
 OUTPUT_KEY = "output"  # the output store's URI (checkpoints under checkpoints/<run>/)
 RESUME_KEY = "resume_from"  # the checkpoint the driver chose to resume (its folder name)
 IN_PROCESS_KEY = "events"  # local mode: the driver's events file
+#: Checkpoints live under ``<output>/checkpoints/<run>/``, one folder per saved epoch.
+CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "checkpoint_epoch_"
 #: Ray Train's own record of a run's checkpoints, in the run's folder.
 RAY_TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
@@ -68,11 +70,11 @@ def append_event(events: str, metrics: dict[str, Any], checkpoint_path: str | No
         handle.write("\n")
 
 
-def checkpoint_at(output: str, run: str, name: str) -> Any:
+def checkpoint_at(store: Store, run: str, name: str) -> Any:
     """A checkpoint folder in the output store, as a ``ray.train.Checkpoint``."""
     import ray.train
 
-    path, filesystem = Store(output).ray_storage(posixpath.join("checkpoints", run, name))
+    path, filesystem = store.ray_storage(posixpath.join(CHECKPOINTS, run, name))
     return ray.train.Checkpoint(path, filesystem=filesystem)
 
 
@@ -96,7 +98,7 @@ class RayTrainReports:
 
         chosen = None
         if self.resume_from and self.output:
-            chosen = checkpoint_at(self.output, run, self.resume_from)
+            chosen = checkpoint_at(Store(self.output), run, self.resume_from)
         return newest(ray.train.get_checkpoint(), chosen)
 
     def report(self, metrics: dict[str, float], folder: Path | None, name: str) -> None:
@@ -126,7 +128,7 @@ class InProcessReports(RayTrainReports):
         ray.train.report(metrics, checkpoint=stored)
 
     def _store(self, folder: Path, name: str) -> Any:
-        run_dir = posixpath.join("checkpoints", self.run)
+        run_dir = posixpath.join(CHECKPOINTS, self.run)
         target = self.store.path(run_dir, name)
         self.store.fs.makedirs(target, exist_ok=True)
         for item in folder.iterdir():
@@ -136,7 +138,7 @@ class InProcessReports(RayTrainReports):
         saved = [c for c in self.store.children(run_dir) if c.startswith(CHECKPOINT_PREFIX)]
         for old in saved[: max(0, len(saved) - self.keep)]:
             self.store.remove(posixpath.join(run_dir, old))
-        return checkpoint_at(self.store.uri, self.run, name)
+        return checkpoint_at(self.store, self.run, name)
 
 
 def reports_for(config: dict[str, Any], plan: TrainPlan) -> RayTrainReports:
@@ -375,21 +377,26 @@ PREDICTION_SAMPLES = 2000
 
 
 def _regression_extras(model: nn.Module, val: ShardBatches) -> dict[str, Any]:
+    """Up to ``PREDICTION_SAMPLES`` validation targets and predictions, and the inputs of
+    the first few (the same rows, in the same order)."""
     model.eval()
-    inputs, truth, predicted = [], [], []
-    kept = 0
+    truth: list[torch.Tensor] = []
+    predicted: list[torch.Tensor] = []
+    inputs: torch.Tensor | None = None
     with torch.no_grad():
         for x, y in val.epoch(0):
-            if y is None or kept >= PREDICTION_SAMPLES:
+            if y is None:
                 break
-            inputs.append(x[:RECONSTRUCTIONS].cpu() if not inputs else x[:0].cpu())
+            if inputs is None:
+                inputs = x[:RECONSTRUCTIONS].cpu()
             truth.append(y.cpu())
             predicted.append(model(x).squeeze(-1).float().cpu())
-            kept += len(y)
-    if not truth:
+            if sum(len(t) for t in truth) >= PREDICTION_SAMPLES:
+                break
+    if inputs is None:
         return {}
     return {
-        "inputs": torch.cat(inputs),
+        "inputs": inputs,
         "truth": torch.cat(truth)[:PREDICTION_SAMPLES],
         "predicted": torch.cat(predicted)[:PREDICTION_SAMPLES],
     }

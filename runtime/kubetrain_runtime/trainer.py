@@ -35,6 +35,7 @@ from kubetrain_runtime.reporting import Reporter
 from kubetrain_runtime.storage import Store
 from kubetrain_runtime.train_loop import (
     CHECKPOINT_PREFIX,
+    CHECKPOINTS,
     IN_PROCESS_KEY,
     OUTPUT_KEY,
     RESUME_KEY,
@@ -43,7 +44,6 @@ from kubetrain_runtime.train_loop import (
     train_loop_per_worker,
 )
 
-CHECKPOINTS = "checkpoints"
 #: Values in worker metrics that are bookkeeping, not metrics.
 INTERNAL_METRICS = frozenset({"first_step_unix", "stopped_early"})
 
@@ -72,10 +72,10 @@ def prepare_resume(store: Store, plan: TrainPlan) -> Resume:
     """Decide, and clear the old run's folder when not resuming (so V2 starts afresh)."""
     latest = latest_checkpoint(store, plan.name)
     decision = decide_resume(latest[1] if latest else None, plan)
-    if not decision.resume:
+    if latest is None or not decision.resume:
         store.remove(posixpath.join(CHECKPOINTS, plan.name))
         return decision
-    return replace(decision, checkpoint=latest[0] if latest else "")
+    return replace(decision, checkpoint=latest[0])
 
 
 def load_train_function(reference: str | None) -> Callable[[dict[str, Any]], None]:
@@ -304,7 +304,10 @@ def run_training(
     except Exception as exc:
         if not (sizing.in_process or isinstance(exc, ray.train.TrainingFailedError)):
             raise
-        raise _training_failure(exc) from exc
+        failure = _training_failure(exc)
+        if isinstance(failure, UserError):
+            raise failure from None  # one line for the user, not Ray's traceback
+        raise failure from exc
     finally:
         pump.drain()
         os.unlink(events)

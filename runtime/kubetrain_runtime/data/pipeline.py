@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import ray.data
 
-from kubetrain.api.v1alpha1 import DataStats, TrainingJobSpec
+from kubetrain.api.v1alpha1 import DataSpec, DataStats, TrainingJobSpec
 from kubetrain.errors import DataError, SpecError, UserError
 from kubetrain_runtime.data import preprocess, rules
 from kubetrain_runtime.data import stats as column_stats
@@ -111,7 +111,7 @@ def column_statistics(ds: ray.data.Dataset, count_values: tuple[str, ...] = ()) 
     return column_stats.merge(json.loads(row["partial"]) for row in partials)
 
 
-def noise_floor(data: Any, task: str) -> dict[str, Any]:
+def noise_floor(data: DataSpec, task: str) -> dict[str, Any]:
     """For generated regression data, the MSE that no model beats on average: the variance
     of the noise added to the target (``noise`` is its standard deviation)."""
     generated = data.source.generated

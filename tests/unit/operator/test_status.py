@@ -795,21 +795,26 @@ def test_a_job_writing_to_an_object_store_does_not_mount_the_default_volume(make
     assert builders.output_claim(mine, config) == "mine"
 
 
+def failed_ray_job(job, spec, message: str, *, exit_code: int, text: str | None = None):
+    """The decision for a Ray job whose entrypoint exited ``exit_code`` after a final
+    ``finished`` event with ``message`` (``text``: Ray's own message for the job)."""
+    final = parse_final_report(
+        f'KUBETRAIN_EVENT {{"event": "finished", "succeeded": false, "message": "{message}"}}'
+    )
+    text = text or f"Job entrypoint command failed with exit code {exit_code}"
+    ray = RayJobState("FAILED", text, final, exit_code)
+    return decide(observe(job, spec, running(job), cluster_pods(job, spec), ray))
+
+
 def test_a_runtime_that_found_its_input_wrong_is_not_retried(job, make_spec):
     """Exit code 2 is the runtime's bad-input exit (a missing data file, say): another
     attempt would fail the same way, whatever backoffLimit allows."""
     spec = make_spec(runPolicy={"backoffLimit": 3})
-    final = parse_final_report(
-        'KUBETRAIN_EVENT {"event": "finished", "succeeded": false, '
-        '"message": "data file /data/x.csv does not exist"}'
-    )
-    ray = RayJobState("FAILED", "Job entrypoint command failed with exit code 2", final, 2)
-    plan = decide(observe(job, spec, running(job), cluster_pods(job, spec), ray))
-    st = plan.status
+    missing = "data file /data/x.csv does not exist"
+    st = failed_ray_job(job, spec, missing, exit_code=2).status
     assert (st.phase, st.reason, st.failedAttempts) == ("Failed", "InvalidInput", None)
     assert st.message == "attempt 1: data file /data/x.csv does not exist"
-    other = RayJobState("FAILED", "worker died", final, 1)
-    plan = decide(observe(job, spec, running(job), cluster_pods(job, spec), other))
+    plan = failed_ray_job(job, spec, missing, exit_code=1, text="worker died")
     assert (plan.status.phase, plan.status.failedAttempts) == ("Retrying", 1)
 
 
@@ -817,13 +822,8 @@ def test_a_worker_out_of_memory_is_reported_as_oomkilled_and_retried(job, make_s
     """Exit code 3: Ray's memory monitor stopped a worker before the kernel did. The
     attempt counts against backoffLimit like a pod the kernel OOM-killed."""
     spec = make_spec(runPolicy={"backoffLimit": 1})
-    final = parse_final_report(
-        'KUBETRAIN_EVENT {"event": "finished", "succeeded": false, '
-        '"message": "training failed: a training worker ran out of memory"}'
-    )
-    ray = RayJobState("FAILED", "Job entrypoint command failed with exit code 3", final, 3)
-    plan = decide(observe(job, spec, running(job), cluster_pods(job, spec), ray))
-    st = plan.status
+    message = "training failed: a training worker ran out of memory"
+    st = failed_ray_job(job, spec, message, exit_code=3).status
     assert (st.phase, st.reason, st.failedAttempts) == ("Retrying", "OOMKilled", 1)
     assert "ran out of memory" in st.message
     assert st.attemptHistory[-1].reason == "OOMKilled"
