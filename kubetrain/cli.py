@@ -16,21 +16,27 @@ from kubetrain.errors import UserError
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from kubetrain.api.manifests import read_documents, validate_document
+    """Exit 2 when any document is invalid, like every other user error; each error is one
+    line that names the file (and document) and the field."""
+    from kubetrain.api.manifests import check_file
 
     failed = 0
     for name in args.files:
-        path = Path(name)
-        for index, doc in read_documents(path):
-            job, errors = validate_document(doc)
-            where = f"{path}" + (f"[{index}]" if index else "")
-            if job is None:
+        try:
+            checked = check_file(Path(name))
+        except UserError as exc:
+            failed += 1
+            print(f"{exc}", file=sys.stderr)
+            continue
+        for verdict in checked:
+            if verdict.job is None:
                 failed += 1
-                for error in errors:
-                    print(f"{where}: {error}", file=sys.stderr)
+                for error in verdict.errors:
+                    print(f"{verdict.where}: {error}", file=sys.stderr)
             elif not args.quiet:
-                print(f"{where}: ok ({job.metadata.name}, {job.spec.model.type})")
-    return 1 if failed else 0
+                job = verdict.job
+                print(f"{verdict.where}: ok ({job.metadata.name}, {job.spec.model.type})")
+    return UserError.exit_code if failed else 0
 
 
 def _crd(args: argparse.Namespace) -> int:
@@ -107,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     validate = sub.add_parser("validate", help="check TrainingJob manifests without a cluster")
-    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="manifest files; - reads stdin")
     validate.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     validate.set_defaults(handler=_validate)
 

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from kubetrain.api import grammar
 from kubetrain.api import v1alpha1 as api
 
 CRD_FILE_NAME = f"{api.GROUP}_{api.PLURAL}.yaml"
@@ -108,11 +109,42 @@ def _structural(schema: dict[str, Any], factory_default: Any = None) -> dict[str
             schema.setdefault("default", {})
         schema.pop("additionalProperties", None)
     elif kind == "object":
+        _keys_as_cel(schema)
         extra = schema.get("additionalProperties")
         if isinstance(extra, dict):
             schema["additionalProperties"] = _structural(extra)
             schema.setdefault("maxProperties", DEFAULT_MAX_PROPERTIES)
     return schema
+
+
+#: What a key grammar is called in the API server's message.
+_KEY_GRAMMARS = {
+    grammar.LABEL_KEY_PATTERN: "a label key ([DNS subdomain '/'] name of at most 63 characters)"
+}
+
+
+def _keys_as_cel(schema: dict[str, Any]) -> None:
+    """pydantic says a map's key grammar with ``patternProperties``; a structural schema has
+    none, so the value schema becomes ``additionalProperties`` and the key grammar a CEL rule."""
+    patterns = schema.pop("patternProperties", None)
+    names = schema.pop("propertyNames", {})
+    if not patterns:
+        return
+    ((pattern, value_schema),) = patterns.items()
+    schema["additionalProperties"] = value_schema
+    limit = names.get("maxLength", DEFAULT_MAX_LENGTH)
+    what = _KEY_GRAMMARS.get(pattern, f"matching {pattern}")
+    rule = {
+        "rule": f"self.all(k, k.size() <= {limit} && k.matches({_cel_string(pattern)}))",
+        "message": f"each key must be {what}",
+    }
+    schema[_CEL] = [*schema.get(_CEL, []), rule]
+
+
+def _cel_string(text: str) -> str:
+    """A CEL raw string literal (no escapes to double)."""
+    assert "'" not in text
+    return f"r'{text}'"
 
 
 def _factory_defaults(model: type[BaseModel]) -> dict[str, Any]:
@@ -234,7 +266,12 @@ def build_crd() -> dict[str, Any]:
                 "rule": f"self.metadata.name.size() <= {api.MAX_NAME_LENGTH}",
                 "message": f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters "
                 "(child object names add a suffix)",
-            }
+            },
+            {
+                "rule": f"self.metadata.name.matches({_cel_string(api.NAME_PATTERN)})",
+                "message": "metadata.name must start with a letter and hold only lowercase "
+                "letters, digits and '-' (the Ray cluster's Services take the name)",
+            },
         ],
     }
     return {

@@ -4,14 +4,14 @@ API server's (``spec.training.epochs``, ``spec.data.cleaning.filters[0].op``).""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from kubetrain.api.kubeyaml import Document, KubeYamlError, load_documents
 from kubetrain.api.v1alpha1 import TrainingJob
 from kubetrain.errors import UserError
 
@@ -57,7 +57,10 @@ def _message(error: dict[str, Any]) -> str:
 def errors_of(exc: ValidationError) -> list[FieldError]:
     seen: dict[tuple[str, str], None] = {}
     for error in exc.errors():
-        path, message = field_path(error["loc"]), _message(error)
+        loc, message = error["loc"], _message(error)
+        if loc[-1:] == ("[key]",):  # a map's key: name the map, and the key in the message
+            loc, message = loc[:-2], f"key {loc[-2]!r}: {message}"
+        path = field_path(loc)
         nested = _NESTED.match(message)
         if nested:
             path = f"{path}.{nested['path']}" if path else nested["path"]
@@ -75,32 +78,65 @@ def validate_document(doc: Any) -> tuple[TrainingJob | None, list[FieldError]]:
         return None, errors_of(exc)
 
 
-def read_documents(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (index, document) for each non-empty YAML document in the file."""
+@dataclass(frozen=True)
+class Checked:
+    """The verdict on one document; ``where`` names the file, and the document when the
+    file holds several."""
+
+    where: str
+    job: TrainingJob | None
+    errors: list[FieldError]
+
+
+def _read_text(path: Path) -> str:
+    if str(path) == "-":
+        return sys.stdin.read()
     try:
-        text = path.read_text()
+        return path.read_text()
     except FileNotFoundError:
         raise UserError("file not found", field=str(path)) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read: {exc.strerror or exc}", field=str(path)) from None
+
+
+def read_documents(text: str, source: str) -> list[Document]:
+    """The file's non-empty documents as kubectl would send them; a YAML mistake, or a file
+    with no document at all, is a UserError naming the file and line."""
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"not valid YAML: {getattr(exc, 'problem', exc)}", field=where) from None
-    yield from enumerate(docs)
+        docs = list(load_documents(text))
+    except KubeYamlError as exc:
+        where = f"{source}:{exc.line}" if exc.line else source
+        raise UserError(f"not valid YAML: {exc}", field=where) from None
+    if not docs:
+        raise UserError("no manifest in this file (it is empty or only comments)", field=source)
+    return docs
+
+
+def check_text(text: str, source: str) -> list[Checked]:
+    """Validate every document of a manifest file's text (what ``kubetrain validate`` does)."""
+    docs = read_documents(text, source)
+    several = len(docs) > 1
+    checked = []
+    for doc in docs:
+        where = f"{source} (document {doc.index + 1}, line {doc.line})" if several else source
+        job, errors = validate_document(doc.value)
+        checked.append(Checked(where, job, errors))
+    return checked
+
+
+def check_file(path: Path) -> list[Checked]:
+    """``check_text`` of a file, or of standard input for ``-``."""
+    return check_text(_read_text(path), str(path))
 
 
 def load_training_job(path: Path) -> TrainingJob:
     """The single TrainingJob in a file, or a UserError naming every bad field."""
-    docs = list(read_documents(path))
-    if len(docs) != 1:
+    checked = check_file(path)
+    if len(checked) != 1:
         raise UserError(
-            f"expected exactly one TrainingJob, found {len(docs)} documents", field=str(path)
+            f"expected exactly one TrainingJob, found {len(checked)} documents", field=str(path)
         )
-    job, errors = validate_document(docs[0][1])
-    if job is None:
-        details = "; ".join(str(e) for e in errors)
+    if checked[0].job is None:
+        details = "; ".join(str(e) for e in checked[0].errors)
         raise UserError(f"invalid TrainingJob: {details}", field=str(path))
-    return job
+    return checked[0].job

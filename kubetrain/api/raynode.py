@@ -64,27 +64,28 @@ class RayNodeResources:
         return request
 
 
-def whole_cpus(quantity: str | int) -> int:
+def whole_cpus(quantity: str | int, field: str | None = None) -> int:
     """CPUs a Ray node with this CPU limit advertises: whole ones, at least one (Ray's
     ``--num-cpus`` is an integer, and a 500m pod must still run a task)."""
-    return max(1, math.floor(parse_quantity(quantity) + 1e-9))
+    return max(1, math.floor(parse_quantity(quantity, field) + 1e-9))
 
 
-def split_memory(quantity: str | int) -> tuple[int, int]:
+def split_memory(quantity: str | int, field: str | None = None) -> tuple[int, int]:
     """A memory limit as (Ray's schedulable memory, object store) in bytes. The object
     store lives in the pod's /dev/shm, which counts against the same limit."""
-    limit = int(parse_quantity(quantity))
+    limit = int(parse_quantity(quantity, field))
     store = max(MIN_OBJECT_STORE, int(limit * OBJECT_STORE_FRACTION))
     return max(0, limit - store), store
 
 
 def node_resources(
-    cpu: str | int, memory: str | int, gpus: int = 0, *, worker: bool
+    cpu: str | int, memory: str | int, gpus: int = 0, *, worker: bool, field: str | None = None
 ) -> RayNodeResources:
-    """The resources a Ray pod with these limits advertises."""
-    schedulable, store = split_memory(memory)
+    """The resources a Ray pod with these limits advertises; ``field`` is the spec field
+    that holds them, named in a QuantityError."""
+    schedulable, store = split_memory(memory, field and f"{field}.memory")
     return RayNodeResources(
-        cpus=whole_cpus(cpu),
+        cpus=whole_cpus(cpu, field and f"{field}.cpu"),
         gpus=gpus,
         memory=schedulable,
         object_store_memory=store,
@@ -94,9 +95,17 @@ def node_resources(
 
 def worker_node(resources: WorkerResources) -> RayNodeResources:
     """A training worker's pod: ``spec.training.resourcesPerWorker``."""
-    return node_resources(resources.cpu, resources.memory, resources.gpu, worker=True)
+    return node_resources(
+        resources.cpu,
+        resources.memory,
+        resources.gpu,
+        worker=True,
+        field="spec.training.resourcesPerWorker",
+    )
 
 
 def head_node(resources: PodResources) -> RayNodeResources:
     """The head pod: the driver, Ray Data and Ray Train's controller, no training worker."""
-    return node_resources(resources.cpu, resources.memory, worker=False)
+    return node_resources(
+        resources.cpu, resources.memory, worker=False, field="spec.cluster.head.resources"
+    )

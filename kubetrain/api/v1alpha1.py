@@ -12,7 +12,6 @@ by pydantic validators so that ``kubetrain validate`` catches them without a clu
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,6 +24,9 @@ from pydantic import (
     model_validator,
 )
 
+from kubetrain.api.grammar import DnsSubdomain, ImageReference, LabelKey, LabelValue
+from kubetrain.api.quantity import POSITIVE_QUANTITY_PATTERN, parse_quantity
+
 GROUP = "kubetrain.io"
 VERSION = "v1alpha1"
 KIND = "TrainingJob"
@@ -36,23 +38,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 #: Longest TrainingJob name; children append a uid fragment and a role, and pod names
 #: must stay valid hostnames (63 characters).
 MAX_NAME_LENGTH = 40
-
-QUANTITY_PATTERN = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
-_QUANTITY_RE = re.compile(QUANTITY_PATTERN)
-
-
-def _check_quantity(value: str | int) -> str:
-    text = str(value)
-    if not _QUANTITY_RE.match(text):
-        raise ValueError(f"{text!r} is not a Kubernetes quantity (for example 500m, 2, 4Gi)")
-    return text
-
-
-Quantity = Annotated[
-    str | int,
-    AfterValidator(_check_quantity),
-    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
-]
+#: Child objects (Services among them) take the job's name, so it is a DNS-1035 label.
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 
 def nested_error(relative_path: str, message: str) -> ValueError:
@@ -68,16 +55,58 @@ def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, st
     return entry
 
 
+def _check_quantity(value: str | int) -> str | int:
+    if isinstance(value, str) and value.startswith("-"):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity of a resource (it is negative)")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError("must be positive")
+        return value
+    return str(value) if parse_quantity(value) > 0 else _not_positive(value)
+
+
+def _not_positive(value: str) -> str:
+    raise ValueError(f"{value!r} must be more than zero")
+
+
+#: A resource amount: apimachinery's grammar (``QUANTITY_PATTERN``) without a sign of minus,
+#: and more than zero, which the API server checks with its own quantity library in CEL.
+Quantity = Annotated[
+    str | int,
+    AfterValidator(_check_quantity),
+    Field(
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            "pattern": POSITIVE_QUANTITY_PATTERN,
+            "x-kubernetes-validations": [
+                _cel(
+                    "type(self) == int ? self > 0 : "
+                    "(!isQuantity(self) || quantity(self).isGreaterThan(quantity('0')))",
+                    "must be more than zero",
+                )
+            ],
+        }
+    ),
+]
+
+
+#: A column of the data: any non-empty name (CSV headers, parquet fields).
+ColumnName = Annotated[str, Field(min_length=1, max_length=1024)]
+#: Layer widths, channel counts and shape dimensions: at least one unit each.
+Units = Annotated[int, Field(ge=1, le=65536)]
+
+
 def _immutable(what: str) -> dict[str, Any]:
     return {"x-kubernetes-validations": [_cel("self == oldSelf", f"{what} is immutable once set")]}
 
 
 class ApiModel(BaseModel):
     """Base for every API object: fields carry their wire (camelCase) names, so that a
-    reader of Python code and a reader of YAML see the same words; unknown fields are
-    rejected, as the API server's strict field validation does."""
+    reader of Python code and a reader of YAML see the same words. Unknown fields are
+    rejected, as the API server's strict field validation does, and types are strict as
+    the wire's are: ``"10"`` is no integer and ``"true"`` no boolean, for the server either."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --------------------------------------------------------------------------- data
@@ -149,8 +178,17 @@ class DataSource(ApiModel):
 FilterOp = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not_in", "is_null", "not_null"]
 
 
+_LIST_OPS = ("in", "not_in")
+_UNARY_OPS = ("is_null", "not_null")
+NEEDS_LIST = "ops in and not_in need a list value"
+NEEDS_SCALAR = "comparisons need a scalar value (a number, a string or a boolean)"
+
+
 class FilterRule(ApiModel):
-    column: str = Field(min_length=1, description="Column the condition reads.")
+    """The operand is free-form JSON, which the API server's CEL cannot see; its fit to
+    the op is checked by the client and by the operator, before any pod exists."""
+
+    column: ColumnName = Field(description="Column the condition reads.")
     op: FilterOp = Field(description="Comparison. Rows for which it is false are dropped.")
     value: Any = Field(
         None,
@@ -161,17 +199,17 @@ class FilterRule(ApiModel):
 
     @model_validator(mode="after")
     def _value_fits_op(self) -> FilterRule:
-        if self.op in ("in", "not_in") and not isinstance(self.value, list):
-            raise ValueError(f"op {self.op} needs a list value")
-        if self.op not in ("in", "not_in", "is_null", "not_null") and (
+        if self.op in _LIST_OPS and not isinstance(self.value, list):
+            raise nested_error("value", NEEDS_LIST)
+        if self.op not in _LIST_OPS + _UNARY_OPS and (
             self.value is None or isinstance(self.value, (list, dict))
         ):
-            raise ValueError(f"op {self.op} needs a scalar value")
+            raise nested_error("value", NEEDS_SCALAR)
         return self
 
 
 class CastRule(ApiModel):
-    column: str = Field(min_length=1, description="Column to convert.")
+    column: ColumnName = Field(description="Column to convert.")
     type: Literal["int", "float", "string", "bool"] = Field(
         description="Target type. Rows whose value cannot be converted are dropped."
     )
@@ -190,7 +228,7 @@ class ClipRule(ApiModel):
         }
     )
 
-    column: str = Field(min_length=1, description="Numeric column to clip.")
+    column: ColumnName = Field(description="Numeric column to clip.")
     min: float | None = Field(None, description="Lower bound; smaller values are raised to it.")
     max: float | None = Field(None, description="Upper bound; larger values are lowered to it.")
 
@@ -203,17 +241,41 @@ class ClipRule(ApiModel):
         return self
 
 
+DROP_NULLS_IN_NEEDS = "dropNullsIn needs dropNulls: true"
+DUPLICATE_KEYS_NEED = "duplicateKeys needs dropDuplicates: true"
+FILL_VALUE_NEEDED = "strategy constant needs a fillValue"
+FILL_VALUE_UNUSED = "fillValue is used only with strategy constant"
+
+
 class Cleaning(ApiModel):
     """Declarative cleaning, applied in this order: casts, dropNulls, filters, clip,
     dropDuplicates. Each rule's dropped rows are counted in status.dataStats."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.dropNullsIn) || self.dropNullsIn.size() == 0 || self.dropNulls",
+                    DROP_NULLS_IN_NEEDS,
+                    ".dropNullsIn",
+                ),
+                _cel(
+                    "!has(self.duplicateKeys) || self.duplicateKeys.size() == 0"
+                    " || self.dropDuplicates",
+                    DUPLICATE_KEYS_NEED,
+                    ".duplicateKeys",
+                ),
+            ]
+        }
+    )
+
     dropNulls: bool = Field(False, description="Drop rows with a null (or empty CSV cell).")
-    dropNullsIn: list[str] = Field(
+    dropNullsIn: list[ColumnName] = Field(
         default_factory=list,
         description="Only consider these columns for dropNulls (empty means all columns).",
     )
     dropDuplicates: bool = Field(False, description="Drop duplicate rows across the whole dataset.")
-    duplicateKeys: list[str] = Field(
+    duplicateKeys: list[ColumnName] = Field(
         default_factory=list,
         description="Columns that identify a duplicate (empty means all columns).",
     )
@@ -225,9 +287,20 @@ class Cleaning(ApiModel):
         default_factory=list, max_length=256, description="Value clipping."
     )
 
+    @model_validator(mode="after")
+    def _switches_for_lists(self) -> Cleaning:
+        if self.dropNullsIn and not self.dropNulls:
+            raise nested_error("dropNullsIn", DROP_NULLS_IN_NEEDS)
+        if self.duplicateKeys and not self.dropDuplicates:
+            raise nested_error("duplicateKeys", DUPLICATE_KEYS_NEED)
+        return self
+
 
 class Impute(ApiModel):
-    columns: list[str] = Field(min_length=1, description="Columns whose nulls are filled.")
+    """fillValue is free-form JSON, which the API server's CEL cannot see; whether it
+    fits the strategy is checked by the client and by the operator, before any pod."""
+
+    columns: list[ColumnName] = Field(min_length=1, description="Columns whose nulls are filled.")
     strategy: Literal["mean", "most_frequent", "constant"] = Field(
         "mean", description="How the fill value is chosen (fitted on the training split)."
     )
@@ -237,16 +310,24 @@ class Impute(ApiModel):
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
 
+    @model_validator(mode="after")
+    def _fill_value_with_constant(self) -> Impute:
+        if self.strategy == "constant" and self.fillValue is None:
+            raise nested_error("fillValue", FILL_VALUE_NEEDED)
+        if self.strategy != "constant" and self.fillValue is not None:
+            raise nested_error("fillValue", FILL_VALUE_UNUSED)
+        return self
+
 
 class Scale(ApiModel):
-    columns: list[str] = Field(min_length=1, description="Numeric columns to scale.")
+    columns: list[ColumnName] = Field(min_length=1, description="Numeric columns to scale.")
     method: Literal["standard", "minmax"] = Field(
         "standard", description="standard: zero mean, unit variance. minmax: into [0, 1]."
     )
 
 
 class Encode(ApiModel):
-    columns: list[str] = Field(min_length=1, description="Categorical columns to encode.")
+    columns: list[ColumnName] = Field(min_length=1, description="Categorical columns to encode.")
     method: Literal["onehot", "ordinal"] = Field("onehot", description="Encoding.")
 
 
@@ -263,17 +344,40 @@ class ValidationSplit(ApiModel):
     seed: int = Field(42, ge=0, description="Seed of the shuffle before the split.")
 
 
+#: The label column of the bundled and generated datasets.
+BUILTIN_LABEL = "target"
+BUILTIN_LABEL_ONLY = f"bundled and generated datasets have one label column, {BUILTIN_LABEL!r}"
+LABEL_NOT_FEATURE = "the label cannot also be a feature"
+
+
 class DataSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    f"has(self.source.uri) || !has(self.label) || self.label == '{BUILTIN_LABEL}'",
+                    BUILTIN_LABEL_ONLY,
+                    ".label",
+                ),
+                _cel(
+                    "!has(self.label) || !has(self.features) || !(self.label in self.features)",
+                    LABEL_NOT_FEATURE,
+                    ".features",
+                ),
+            ]
+        }
+    )
+
     source: DataSource = Field(description="Where the rows come from.")
     cleaning: Cleaning = Field(default_factory=Cleaning, description="Row cleaning rules.")
     preprocessing: Preprocessing = Field(
         default_factory=Preprocessing, description="Feature preprocessing."
     )
-    features: list[str] = Field(
+    features: list[ColumnName] = Field(
         default_factory=list,
         description="Feature columns, in order. Empty means every column except the label.",
     )
-    label: str | None = Field(
+    label: ColumnName | None = Field(
         None,
         description="Label column. Bundled and generated datasets name theirs 'target'. "
         "Not needed for generation (VAE).",
@@ -282,8 +386,19 @@ class DataSpec(ApiModel):
         default_factory=ValidationSplit, description="Train/validation split."
     )
 
+    @model_validator(mode="after")
+    def _label_fits_source(self) -> DataSpec:
+        if self.source.uri is None and self.label not in (None, BUILTIN_LABEL):
+            raise nested_error("label", BUILTIN_LABEL_ONLY)
+        if self.label is not None and self.label in self.features:
+            raise nested_error("features", LABEL_NOT_FEATURE)
+        return self
+
 
 # -------------------------------------------------------------------------- model
+
+
+IMAGE_SHAPE_FORM = "imageShape is [channels, height, width] or [height, width]"
 
 
 class CnnSpec(ApiModel):
@@ -293,18 +408,23 @@ class CnnSpec(ApiModel):
                 _cel(
                     "self.kernelSizes.size() == self.channels.size()",
                     "kernelSizes must have one entry per channels entry",
-                )
+                ),
+                _cel(
+                    "!has(self.imageShape) || self.imageShape.size() != 1",
+                    IMAGE_SHAPE_FORM,
+                    ".imageShape",
+                ),
             ]
         }
     )
 
-    channels: list[int] = Field(
+    channels: list[Units] = Field(
         default_factory=lambda: [16, 32],
         min_length=1,
         max_length=8,
         description="Output channels of each convolution block.",
     )
-    kernelSizes: list[int] = Field(
+    kernelSizes: list[Annotated[int, Field(ge=1, le=64)]] = Field(
         default_factory=lambda: [3, 3],
         min_length=1,
         max_length=8,
@@ -312,7 +432,7 @@ class CnnSpec(ApiModel):
     )
     hiddenUnits: int = Field(64, ge=1, le=65536, description="Width of the dense layer.")
     dropout: float = Field(0.25, ge=0, lt=1, description="Dropout before the classifier.")
-    imageShape: list[int] = Field(
+    imageShape: list[Units] = Field(
         default_factory=list,
         max_length=3,
         description="Input shape [channels, height, width]. Empty means inferred from the "
@@ -323,6 +443,8 @@ class CnnSpec(ApiModel):
     def _one_kernel_per_block(self) -> CnnSpec:
         if len(self.kernelSizes) != len(self.channels):
             raise ValueError("kernelSizes must have one entry per channels entry")
+        if len(self.imageShape) == 1:
+            raise nested_error("imageShape", IMAGE_SHAPE_FORM)
         return self
 
 
@@ -336,7 +458,7 @@ class RnnSpec(ApiModel):
 
 class VaeSpec(ApiModel):
     latentDim: int = Field(8, ge=1, le=4096, description="Size of the latent code.")
-    hiddenUnits: list[int] = Field(
+    hiddenUnits: list[Units] = Field(
         default_factory=lambda: [128],
         min_length=1,
         max_length=8,
@@ -347,7 +469,7 @@ class VaeSpec(ApiModel):
 
 
 class MlpSpec(ApiModel):
-    hiddenUnits: list[int] = Field(
+    hiddenUnits: list[Units] = Field(
         default_factory=lambda: [512, 512],
         min_length=1,
         max_length=16,
@@ -356,6 +478,14 @@ class MlpSpec(ApiModel):
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout after each dense layer.")
     activation: Literal["relu", "gelu", "tanh"] = Field("relu", description="Activation.")
 
+
+#: What the built-in loop reports per epoch, by task: the names earlyStopping can watch.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("train_loss", "train_accuracy", "val_loss", "val_accuracy"),
+    "regression": ("train_loss", "val_loss", "val_mse", "val_mae"),
+    "generation": ("train_loss", "val_loss", "val_elbo", "val_recon", "val_kl"),
+}
+TIMING_METRICS: tuple[str, ...] = ("samples_per_second", "epoch_seconds")
 
 ModelType = Literal["cnn", "rnn", "vae", "mlp"]
 Task = Literal["classification", "regression", "generation"]
@@ -504,14 +634,57 @@ class TrainingSpec(ApiModel):
 # ------------------------------------------------------------------------ cluster
 
 
+EXISTS_WITHOUT_VALUE = "value must be empty when operator is Exists"
+EQUAL_NEEDS_KEY = "operator must be Exists when key is empty"
+SECONDS_NEED_NO_EXECUTE = "tolerationSeconds needs effect NoExecute"
+
+
 class Toleration(ApiModel):
-    key: str | None = Field(None, description="Taint key; empty matches all keys with Exists.")
+    """The rules are the kubelet's own (Kubernetes' pod validation), checked before any pod
+    is built."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                    EXISTS_WITHOUT_VALUE,
+                    ".value",
+                ),
+                _cel(
+                    "self.operator == 'Exists' || (has(self.key) && self.key != '')",
+                    EQUAL_NEEDS_KEY,
+                    ".operator",
+                ),
+                _cel(
+                    "!has(self.tolerationSeconds) || "
+                    "(has(self.effect) && self.effect == 'NoExecute')",
+                    SECONDS_NEED_NO_EXECUTE,
+                    ".tolerationSeconds",
+                ),
+            ]
+        }
+    )
+
+    key: LabelKey | None = Field(None, description="Taint key; empty matches all keys with Exists.")
     operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists or Equal.")
-    value: str | None = Field(None, description="Taint value, for Equal.")
+    value: LabelValue | None = Field(None, description="Taint value, for Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         None, description="Taint effect; empty matches all effects."
     )
-    tolerationSeconds: int | None = Field(None, description="For NoExecute: how long to stay.")
+    tolerationSeconds: int | None = Field(
+        None, description="For NoExecute: how long to stay once the taint appears."
+    )
+
+    @model_validator(mode="after")
+    def _kubelet_rules(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise nested_error("value", EXISTS_WITHOUT_VALUE)
+        if self.operator == "Equal" and not self.key:
+            raise nested_error("operator", EQUAL_NEEDS_KEY)
+        if self.tolerationSeconds is not None and self.effect != "NoExecute":
+            raise nested_error("tolerationSeconds", SECONDS_NEED_NO_EXECUTE)
+        return self
 
 
 class PodResources(ApiModel):
@@ -526,9 +699,8 @@ class HeadSpec(ApiModel):
 
 
 class ClusterSpec(ApiModel):
-    image: str = Field(
+    image: ImageReference = Field(
         "kubetrain/runtime:0.1.0",
-        min_length=1,
         description="Container image with Ray, torch and kubetrain's runtime.",
     )
     imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = Field(
@@ -542,14 +714,16 @@ class ClusterSpec(ApiModel):
         "brings its own nodeSelector, tolerations and GPU resource name.",
     )
     head: HeadSpec = Field(default_factory=HeadSpec, description="The Ray head pod.")
-    nodeSelector: dict[str, str] = Field(
+    nodeSelector: dict[LabelKey, LabelValue] = Field(
         default_factory=dict, description="Added to the pool's nodeSelector."
     )
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=32, description="Added to the pool's tolerations."
     )
-    priorityClassName: str | None = Field(None, description="PriorityClass of the Ray pods.")
-    serviceAccountName: str | None = Field(
+    priorityClassName: DnsSubdomain | None = Field(
+        None, description="PriorityClass of the Ray pods."
+    )
+    serviceAccountName: DnsSubdomain | None = Field(
         None,
         description="ServiceAccount of the Ray pods. Unset means one the operator creates "
         "with only the rights the runtime needs.",
@@ -623,6 +797,24 @@ class RunPolicy(ApiModel):
 
 
 LABEL_REQUIRED = "is required to train on files, except for vae"
+STOPPING_METRIC_UNKNOWN = (
+    "earlyStopping.metric is not a metric that the model's task reports: "
+    + "; ".join(
+        f"{task}: {', '.join((*names, *TIMING_METRICS))}" for task, names in TASK_METRICS.items()
+    )
+)
+_TASK_OF = (
+    "(has(self.model.task) ? self.model.task : "
+    "(self.model.type == 'vae' ? 'generation' : 'classification'))"
+)
+_STOPPING_RULE = (
+    "!has(self.training.earlyStopping) || has(self.training.trainFunction) || "
+    + " || ".join(
+        f"({_TASK_OF} == '{task}' && self.training.earlyStopping.metric in "
+        f"{list((*names, *TIMING_METRICS))})"
+        for task, names in TASK_METRICS.items()
+    )
+)
 
 
 class TrainingJobSpec(ApiModel):
@@ -634,7 +826,8 @@ class TrainingJobSpec(ApiModel):
                     " || self.model.type == 'vae'",
                     f"data.label {LABEL_REQUIRED}",
                     ".data.label",
-                )
+                ),
+                _cel(_STOPPING_RULE, STOPPING_METRIC_UNKNOWN, ".training.earlyStopping.metric"),
             ]
         }
     )
@@ -663,6 +856,20 @@ class TrainingJobSpec(ApiModel):
     def _label_needed(self) -> TrainingJobSpec:
         if self.model.type != "vae" and self.data.source.uri is not None and not self.data.label:
             raise nested_error("data.label", LABEL_REQUIRED)
+        return self
+
+    @model_validator(mode="after")
+    def _stopping_metric_reported(self) -> TrainingJobSpec:
+        stopping, task = self.training.earlyStopping, self.model.task or "classification"
+        if stopping is None or self.training.trainFunction:
+            return self  # a custom loop reports metrics that cannot be known in advance
+        known = (*TASK_METRICS[task], *TIMING_METRICS)
+        if stopping.metric not in known:
+            raise nested_error(
+                "training.earlyStopping.metric",
+                f"{stopping.metric!r} is not reported for {task}; choose one of: "
+                + ", ".join(known),
+            )
         return self
 
 
@@ -783,11 +990,7 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(
-        min_length=1,
-        max_length=MAX_NAME_LENGTH,
-        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
-    )
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)
     namespace: str | None = None
 
 

@@ -17,7 +17,6 @@ from kubetrain_runtime.plan import (
     KEY_METRIC,
     Sizing,
     TrainPlan,
-    check_early_stopping,
     fingerprint,
     size_workers,
     trains_in_process,
@@ -133,7 +132,6 @@ def _headline(plan: TrainPlan, history: list[dict[str, float]], stopped_early: b
 def preflight(job: TrainingJob, manifest_dir: Path) -> None:
     """Checks that need no Ray: run before starting it, mistakes fail in a second."""
     spec = job.spec
-    check_early_stopping(spec.training, spec.model.task or "classification")
     load_train_function(spec.training.trainFunction)
     if spec.data.source.uri is not None:
         from kubetrain_runtime.data.read import check_uri
@@ -158,7 +156,6 @@ def run_job(
 
     mark("ray_ready", began)
     try:
-        check_early_stopping(spec.training, spec.model.task or "classification")
         train_function = load_train_function(spec.training.trainFunction)
         in_process = options.local and trains_in_process(
             spec.training, workers=options.workers, private_ray=session.private

@@ -15,19 +15,13 @@ from typing import Any
 
 from kubetrain.api.quantity import parse_quantity
 from kubetrain.api.raynode import WORKER_SLOT, worker_node
-from kubetrain.api.v1alpha1 import TrainingJobSpec, TrainingSpec
-from kubetrain.errors import SpecError
+from kubetrain.api.v1alpha1 import TASK_METRICS, TrainingJobSpec, TrainingSpec
 
 #: CPUs a local run leaves free for the driver, the Ray Train controller and Ray Data.
 LOCAL_CPU_RESERVE = 0.2
 
 #: Metrics every built-in run reports each epoch, by task (besides epoch and timings).
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("train_loss", "train_accuracy", "val_loss", "val_accuracy"),
-    "regression": ("train_loss", "val_loss", "val_mse", "val_mae"),
-    "generation": ("train_loss", "val_loss", "val_elbo", "val_recon", "val_kl"),
-}
-TIMING_METRICS = ("samples_per_second", "epoch_seconds")
+_RESOURCES = "spec.training.resourcesPerWorker"
 #: The headline metric of a task and whether higher is better.
 KEY_METRIC: dict[str, tuple[str, str]] = {
     "classification": ("val_accuracy", "max"),
@@ -47,18 +41,6 @@ def learning_rate(optimizer: Mapping[str, Any], epoch: int, epochs: int) -> floa
 
 def metric_names(task: str) -> tuple[str, ...]:
     return TASK_METRICS[task]
-
-
-def check_early_stopping(training: TrainingSpec, task: str) -> None:
-    stopping = training.earlyStopping
-    if stopping is None or training.trainFunction:
-        return  # a custom loop reports metrics we cannot know in advance
-    known = (*metric_names(task), *TIMING_METRICS)
-    if stopping.metric not in known:
-        raise SpecError(
-            f"{stopping.metric!r} is not reported for {task}; choose one of: {', '.join(known)}",
-            field="spec.training.earlyStopping.metric",
-        )
 
 
 # ---------------------------------------------------------------------- sizing
@@ -147,8 +129,8 @@ def size_workers(
         return _cluster_sizing(count, training, available)
     if in_process:
         return _in_process_sizing(training, available)
-    cpu = parse_quantity(res.cpu)
-    memory: float | None = parse_quantity(res.memory)
+    cpu = parse_quantity(res.cpu, _RESOURCES + ".cpu")
+    memory: float | None = parse_quantity(res.memory, _RESOURCES + ".memory")
     gpu = float(res.gpu)
     notes: list[str] = []
     if local:

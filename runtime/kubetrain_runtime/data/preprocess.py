@@ -96,8 +96,6 @@ def plan_features(
         chosen = cols.expand(rule.columns, names, f"{where}.columns")
         if rule.strategy == "mean":
             _require_numeric(chosen, kinds, f"{where}.columns", "mean imputation")
-        if rule.strategy == "constant" and rule.fillValue is None:
-            raise SpecError("strategy constant needs a fillValue", field=f"{where}.fillValue")
         plan.impute.append((chosen, rule.strategy, rule.fillValue))
     for i, rule in enumerate(pre.scale):
         where = f"{_PRE}.scale[{i}].columns"

@@ -132,8 +132,6 @@ def plan_cleaning(cleaning: Cleaning, kinds: dict[str, Kind]) -> CleaningPlan:
     if cleaning.dropNulls:
         chosen = cleaning.dropNullsIn or ["*"]
         null_columns = tuple(cols.expand(chosen, names, f"{_FIELD}.dropNullsIn"))
-    elif cleaning.dropNullsIn:
-        raise SpecError("dropNullsIn needs dropNulls: true", field=f"{_FIELD}.dropNullsIn")
     for i, rule in enumerate(cleaning.filters):
         cols.require(rule.column, names, f"{_FIELD}.filters[{i}].column")
         _check_filter(i, rule, after[rule.column])
@@ -149,8 +147,6 @@ def plan_cleaning(cleaning: Cleaning, kinds: dict[str, Kind]) -> CleaningPlan:
         dedupe_keys = tuple(
             cols.expand(cleaning.duplicateKeys or ["*"], names, f"{_FIELD}.duplicateKeys")
         )
-    elif cleaning.duplicateKeys:
-        raise SpecError("duplicateKeys needs dropDuplicates: true", field=f"{_FIELD}.duplicateKeys")
     return CleaningPlan(
         casts=tuple(cleaning.casts),
         null_columns=null_columns,

@@ -9,11 +9,9 @@ import pytest
 
 from kubetrain.api.quantity import parse_quantity
 from kubetrain.api.v1alpha1 import TrainingJobSpec, TrainingSpec
-from kubetrain.errors import SpecError
 from kubetrain_runtime.plan import (
     Available,
     TrainPlan,
-    check_early_stopping,
     decide_resume,
     fingerprint,
     size_workers,
@@ -127,16 +125,6 @@ def test_resume_is_deliberate(saved, resume, epoch, message):
     decision = decide_resume(saved, plan())
     assert (decision.resume, decision.epoch) == (resume, epoch)
     assert message in decision.message
-
-
-def test_early_stopping_metric_must_be_reported():
-    check_early_stopping(
-        training(earlyStopping={"metric": "val_accuracy", "mode": "max"}), "classification"
-    )
-    with pytest.raises(SpecError) as err:
-        check_early_stopping(training(earlyStopping={"metric": "val_acc"}), "classification")
-    assert err.value.field == "spec.training.earlyStopping.metric"
-    assert "val_accuracy" in str(err.value)
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,6 @@ def test_rule_names_follow_the_documented_order():
             "spec.data.cleaning.dropNullsIn[0]",
             "not found",
         ),
-        ({"dropNullsIn": ["x"]}, "spec.data.cleaning.dropNullsIn", "needs dropNulls"),
         (
             {"dropDuplicates": True, "duplicateKeys": ["y"]},
             "spec.data.cleaning.duplicateKeys[0]",
