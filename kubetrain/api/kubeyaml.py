@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import yaml
@@ -34,6 +35,7 @@ _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
 _INT = re.compile(r"^[-+]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)$")
 #: json.Marshal writes floats at or above this in exponent form, which decode as floats.
 _JSON_INT_LIMIT = 1e21
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _PLAIN = "tag:kubetrain.io,2026:plain"
 
 
@@ -53,9 +55,8 @@ def _go_int(text: str) -> int | None:
     body = digits.lstrip("+-").lower()
     if body.startswith(("0x", "0o", "0b")):
         return sign * int(body[2:], {"x": 16, "o": 8, "b": 2}[body[1]])
-    if len(body) > 1 and body.startswith("0"):
-        return sign * int(body, 8)
-    return sign * int(body)
+    number = sign * int(body, 8 if len(body) > 1 and body.startswith("0") else 10)
+    return number if _INT64_MIN <= number <= _INT64_MAX else None  # a float, for go-yaml
 
 
 def resolve_plain(text: str) -> Any:
@@ -130,7 +131,7 @@ def json_key(key: Any) -> str:
     if isinstance(key, str):
         return key
     if key is None:
-        return "null"
+        raise KubeYamlError("a mapping key cannot be null (kubectl refuses it)")
     if isinstance(key, bool):
         return "true" if key else "false"
     if isinstance(key, float) and key.is_integer():
@@ -144,7 +145,7 @@ def to_json_value(value: Any, line: int | None = None) -> Any:
         if not math.isfinite(value):
             raise KubeYamlError(f"{value} cannot be sent as JSON", line)
         if value.is_integer() and abs(value) < _JSON_INT_LIMIT:
-            return int(value)
+            return int(Decimal(repr(value)))  # Go writes the shortest digits, then zeros
         return value
     if isinstance(value, dict):
         return {k: to_json_value(v, line) for k, v in value.items()}

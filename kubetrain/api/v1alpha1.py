@@ -875,13 +875,22 @@ class TrainingJobSpec(ApiModel):
 
 # ------------------------------------------------------------------------- status
 
+
+class StatusModel(ApiModel):
+    """Status is written by kubetrain itself, from numbers that Ray and numpy hand over
+    (``numpy.int64``); the API server checks the wire types when it is patched, so these
+    models convert rather than refuse."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
 Phase = Literal[
     "Pending", "Provisioning", "Running", "Succeeded", "Failed", "Suspended", "Retrying"
 ]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
 
 
-class Condition(ApiModel):
+class Condition(StatusModel):
     type: str = Field(description="Condition type, such as Ready, Running, Succeeded, Failed.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field("", description="One CamelCase word for machines.")
@@ -890,7 +899,7 @@ class Condition(ApiModel):
     observedGeneration: int | None = Field(None, description="Spec generation this reflects.")
 
 
-class Progress(ApiModel):
+class Progress(StatusModel):
     stage: Literal["data", "training", "finishing"] | None = Field(
         None, description="Current stage."
     )
@@ -901,12 +910,12 @@ class Progress(ApiModel):
     etaSeconds: int | None = Field(None, description="Estimated seconds until done.")
 
 
-class RuleDrop(ApiModel):
+class RuleDrop(StatusModel):
     rule: str = Field(description="The cleaning rule, such as dropNulls or filters[0].")
     dropped: int = Field(description="Rows it removed.")
 
 
-class DataStats(ApiModel):
+class DataStats(StatusModel):
     rowsRead: int | None = Field(None, description="Rows read from the source.")
     rowsAfterCleaning: int | None = Field(None, description="Rows left after cleaning.")
     droppedByRule: list[RuleDrop] = Field(
@@ -916,7 +925,7 @@ class DataStats(ApiModel):
     validationRows: int | None = Field(None, description="Rows in the validation split.")
 
 
-class Artifacts(ApiModel):
+class Artifacts(StatusModel):
     outputUri: str | None = Field(None, description="Root of the job's outputs.")
     modelUri: str | None = Field(None, description="The final model (state dict and spec).")
     metricsUri: str | None = Field(None, description="metrics.json with the per-epoch history.")
@@ -930,7 +939,7 @@ class Artifacts(ApiModel):
 MAX_ATTEMPT_RECORDS = 20
 
 
-class AttemptRecord(ApiModel):
+class AttemptRecord(StatusModel):
     """One finished attempt, so that a retried job shows what each try met."""
 
     attempt: int = Field(ge=1, description="The attempt's number, from 1.")
@@ -942,7 +951,7 @@ class AttemptRecord(ApiModel):
     )
 
 
-class TrainingJobStatus(ApiModel):
+class TrainingJobStatus(StatusModel):
     phase: Phase | None = Field(None, description="Where the job is in its lifecycle.")
     reason: str | None = Field(None, description="Why it is in this phase (CamelCase).")
     message: str | None = Field(None, description="Details for humans.")

@@ -10,7 +10,7 @@ import yaml
 
 from kubetrain.api import v1alpha1 as api
 from kubetrain.api.crd import CRD_FILE_NAME, build_crd, render_crd
-from kubetrain.api.manifests import field_path, validate_document
+from kubetrain.api.manifests import check_file, field_path
 
 pytestmark = pytest.mark.unit
 
@@ -32,16 +32,16 @@ def test_there_is_an_example_per_model_type():
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
 def test_valid_examples_are_accepted(path: Path):
-    job, errors = validate_document(yaml.safe_load(path.read_text()))
-    assert errors == []
-    assert job is not None and job.metadata.name == path.stem
+    (checked,) = check_file(path)
+    assert checked.errors == []
+    assert checked.job is not None and checked.job.metadata.name == path.stem
 
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
 def test_invalid_examples_fail_at_the_expected_field(path: Path):
-    job, errors = validate_document(yaml.safe_load(path.read_text()))
-    assert job is None
-    assert expected_error(path) in [e.path for e in errors], errors
+    (checked,) = check_file(path)
+    assert checked.job is None
+    assert expected_error(path) in [e.path for e in checked.errors], checked.errors
 
 
 def test_defaults_are_filled_in():
