@@ -188,3 +188,27 @@ def load_documents(text: str) -> Iterator[Document]:
         raise KubeYamlError(str(exc)) from None
     finally:
         loader.dispose()
+
+
+class KubeDumper(yaml.SafeDumper):
+    """Writes YAML that kubectl (and ``load_documents``) reads back unchanged: a string that
+    go-yaml would take for something else (``y``, ``on``, ``3e-4``, ``0x1F``) is quoted,
+    which PyYAML, knowing only its own YAML 1.1 rules, does not do for all of them."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _represent_str(dumper: KubeDumper, text: str) -> yaml.ScalarNode:
+    node = dumper.represent_str(text)
+    if node.style is None and resolve_plain(text) != text:
+        node.style = "'"
+    return node
+
+
+KubeDumper.add_representer(str, _represent_str)
+
+
+def dump(value: Any) -> str:
+    """Block-style YAML in the keys' own order, safe for kubectl to read."""
+    return yaml.dump(value, Dumper=KubeDumper, sort_keys=False, width=100)

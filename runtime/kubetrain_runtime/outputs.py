@@ -19,8 +19,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from kubetrain.api import kubeyaml
 from kubetrain.api.v1alpha1 import Artifacts, TrainingJob
 from kubetrain_runtime.data.pipeline import PreparedData
 from kubetrain_runtime.plan import KEY_METRIC, TrainPlan
@@ -204,7 +203,7 @@ def write_outputs(
 
                 extras = torch.load(root / EXTRAS_FILE, map_location="cpu")
     body = job.model_dump(mode="json", exclude_none=True, exclude={"status"})
-    store.write_text("model/trainingjob.yaml", yaml.safe_dump(body, sort_keys=False))
+    store.write_text("model/trainingjob.yaml", kubeyaml.dump(body))
     store.write_json("model/plan.json", plan.to_dict())
     store.write_bytes(
         "model/preprocessor.pkl",
