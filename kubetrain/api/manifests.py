@@ -63,7 +63,8 @@ def errors_of(exc: ValidationError) -> list[FieldError]:
         path = field_path(loc)
         nested = _NESTED.match(message)
         if nested:
-            path = f"{path}.{nested['path']}" if path else nested["path"]
+            joint = "" if nested["path"].startswith("[") or not path else "."
+            path = f"{path}{joint}{nested['path']}"
             message = nested["message"]
         seen[(path, message)] = None
     return [FieldError(path, msg) for path, msg in seen]

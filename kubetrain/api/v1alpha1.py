@@ -92,6 +92,23 @@ Quantity = Annotated[
 
 #: A column of the data: any non-empty name (CSV headers, parquet fields).
 ColumnName = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+def _each_once(names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            raise nested_error(f"[{index}]", f"duplicate value {name!r}")
+        seen.add(name)
+    return names
+
+
+#: Column lists name each column once; the API server checks it as a set-type list.
+Columns = Annotated[
+    list[ColumnName],
+    AfterValidator(_each_once),
+    Field(json_schema_extra={"x-kubernetes-list-type": "set"}),
+]
 #: Layer widths, channel counts and shape dimensions: at least one unit each.
 Units = Annotated[int, Field(ge=1, le=65536)]
 
@@ -135,7 +152,36 @@ class GeneratedDataset(ApiModel):
     seed: int = Field(0, ge=0, description="Seed of the generator, for reproducible data.")
 
 
+#: File endings that say the format; a path with one of them must name that format.
+FORMAT_ENDINGS: dict[str, tuple[str, ...]] = {
+    "csv": (".csv", ".csv.gz"),
+    "parquet": (".parquet", ".pq"),
+    "jsonl": (".jsonl", ".ndjson", ".json"),
+    "numpy": (".npy", ".npz"),
+}
+FORMAT_MISMATCH = "format does not fit the file's ending: " + "; ".join(
+    f"{'/'.join(endings)} is {fmt}" for fmt, endings in FORMAT_ENDINGS.items()
+)
+
+
 class UriSource(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    " && ".join(
+                        "(!("
+                        + " || ".join(f"self.path.lowerAscii().endsWith('{e}')" for e in endings)
+                        + f") || self.format == '{fmt}')"
+                        for fmt, endings in FORMAT_ENDINGS.items()
+                    ),
+                    FORMAT_MISMATCH,
+                    ".format",
+                )
+            ]
+        }
+    )
+
     path: str = Field(
         min_length=1,
         max_length=4096,
@@ -146,6 +192,14 @@ class UriSource(ApiModel):
         "csv",
         description="File format. numpy expects .npy (or .npz with arrays named x and y).",
     )
+
+    @model_validator(mode="after")
+    def _format_fits_ending(self) -> UriSource:
+        lowered = self.path.lower()
+        for fmt, endings in FORMAT_ENDINGS.items():
+            if lowered.endswith(endings) and self.format != fmt:
+                raise nested_error("format", FORMAT_MISMATCH)
+        return self
 
 
 class DataSource(ApiModel):
@@ -270,12 +324,12 @@ class Cleaning(ApiModel):
     )
 
     dropNulls: bool = Field(False, description="Drop rows with a null (or empty CSV cell).")
-    dropNullsIn: list[ColumnName] = Field(
+    dropNullsIn: Columns = Field(
         default_factory=list,
         description="Only consider these columns for dropNulls (empty means all columns).",
     )
     dropDuplicates: bool = Field(False, description="Drop duplicate rows across the whole dataset.")
-    duplicateKeys: list[ColumnName] = Field(
+    duplicateKeys: Columns = Field(
         default_factory=list,
         description="Columns that identify a duplicate (empty means all columns).",
     )
@@ -300,7 +354,7 @@ class Impute(ApiModel):
     """fillValue is free-form JSON, which the API server's CEL cannot see; whether it
     fits the strategy is checked by the client and by the operator, before any pod."""
 
-    columns: list[ColumnName] = Field(min_length=1, description="Columns whose nulls are filled.")
+    columns: Columns = Field(min_length=1, description="Columns whose nulls are filled.")
     strategy: Literal["mean", "most_frequent", "constant"] = Field(
         "mean", description="How the fill value is chosen (fitted on the training split)."
     )
@@ -320,14 +374,14 @@ class Impute(ApiModel):
 
 
 class Scale(ApiModel):
-    columns: list[ColumnName] = Field(min_length=1, description="Numeric columns to scale.")
+    columns: Columns = Field(min_length=1, description="Numeric columns to scale.")
     method: Literal["standard", "minmax"] = Field(
         "standard", description="standard: zero mean, unit variance. minmax: into [0, 1]."
     )
 
 
 class Encode(ApiModel):
-    columns: list[ColumnName] = Field(min_length=1, description="Categorical columns to encode.")
+    columns: Columns = Field(min_length=1, description="Categorical columns to encode.")
     method: Literal["onehot", "ordinal"] = Field("onehot", description="Encoding.")
 
 
@@ -373,7 +427,7 @@ class DataSpec(ApiModel):
     preprocessing: Preprocessing = Field(
         default_factory=Preprocessing, description="Feature preprocessing."
     )
-    features: list[ColumnName] = Field(
+    features: Columns = Field(
         default_factory=list,
         description="Feature columns, in order. Empty means every column except the label.",
     )
@@ -487,6 +541,12 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 TIMING_METRICS: tuple[str, ...] = ("samples_per_second", "epoch_seconds")
 
+
+def _builtin_metrics() -> list[str]:
+    names = {name for names in TASK_METRICS.values() for name in names}
+    return sorted(names | set(TIMING_METRICS))
+
+
 ModelType = Literal["cnn", "rnn", "vae", "mlp"]
 Task = Literal["classification", "regression", "generation"]
 _SECTIONS: tuple[ModelType, ...] = ("cnn", "rnn", "vae", "mlp")
@@ -580,13 +640,54 @@ class Optimizer(ApiModel):
     )
 
 
+#: The built-in metrics for which higher is better; for every other built-in one, lower is.
+HIGHER_IS_BETTER = ("train_accuracy", "val_accuracy", "val_elbo", "samples_per_second")
+MODE_AGAINST_METRIC = (
+    "mode contradicts the metric: higher is better for "
+    + ", ".join(HIGHER_IS_BETTER)
+    + ", lower for the other built-in metrics"
+)
+
+
 class EarlyStopping(ApiModel):
-    metric: str = Field("val_loss", description="Reported metric to watch, such as val_loss.")
-    mode: Literal["min", "max"] = Field("min", description="Whether lower or higher is better.")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.mode) || !(self.metric in "
+                    f"{_builtin_metrics()}) || "
+                    f"((self.metric in {list(HIGHER_IS_BETTER)}) == (self.mode == 'max'))",
+                    MODE_AGAINST_METRIC,
+                    ".mode",
+                )
+            ]
+        }
+    )
+
+    metric: str = Field(
+        "val_loss", min_length=1, description="Reported metric to watch, such as val_loss."
+    )
+    mode: Literal["min", "max"] | None = Field(
+        None,
+        description="Whether lower or higher is better. Unset means the metric's own "
+        "direction: max for accuracy, ELBO and throughput, min for the rest.",
+    )
     patience: int = Field(
         3, ge=1, le=1000, description="Epochs without improvement before stopping."
     )
     minDelta: float = Field(0.0, ge=0, description="Smallest change that counts as improvement.")
+
+    @model_validator(mode="after")
+    def _mode_of_metric(self) -> EarlyStopping:
+        if self.mode is None:
+            self.mode = "max" if self.metric in HIGHER_IS_BETTER else "min"
+        return self
+
+    def contradicts_its_metric(self) -> bool:
+        """Checked with the spec, after the metric: a metric of the wrong task is the
+        mistake to name first."""
+        higher = self.metric in HIGHER_IS_BETTER
+        return self.metric in _builtin_metrics() and higher != (self.mode == "max")
 
 
 class CheckpointPolicy(ApiModel):
@@ -861,8 +962,19 @@ class TrainingJobSpec(ApiModel):
     @model_validator(mode="after")
     def _stopping_metric_reported(self) -> TrainingJobSpec:
         stopping, task = self.training.earlyStopping, self.model.task or "classification"
-        if stopping is None or self.training.trainFunction:
-            return self  # a custom loop reports metrics that cannot be known in advance
+        if stopping is None:
+            return self
+        known = (*TASK_METRICS[task], *TIMING_METRICS)
+        # A custom loop reports metrics that cannot be known in advance.
+        if not self.training.trainFunction and stopping.metric not in known:
+            raise nested_error(
+                "training.earlyStopping.metric",
+                f"{stopping.metric!r} is not reported for {task}; choose one of: "
+                + ", ".join(known),
+            )
+        if stopping.contradicts_its_metric():
+            raise nested_error("training.earlyStopping.mode", MODE_AGAINST_METRIC)
+        return self  # a custom loop reports metrics that cannot be known in advance
         known = (*TASK_METRICS[task], *TIMING_METRICS)
         if stopping.metric not in known:
             raise nested_error(

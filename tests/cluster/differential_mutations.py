@@ -23,6 +23,7 @@ BASES = ("digits-cnn.yaml", "digits-vae.yaml", "iris-csv-mlp.yaml", "sine-rnn.ya
 #: cross-field rule (a section that no longer fits the type, dropNullsIn without dropNulls).
 CROSS_FIELD = frozenset(
     {"type", "task", "strategy", "op", "operator", "effect", "dropNulls", "dropDuplicates"}
+    | {"format", "mode"}
 )
 _WORDS = st.text(string.ascii_lowercase, min_size=1, max_size=10)
 _OFF_PATTERN = st.text("AZaz09 _!.:/-@", min_size=1, max_size=12)

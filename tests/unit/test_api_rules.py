@@ -200,3 +200,32 @@ def test_pod_level_fields_follow_their_grammar(path: str, value: Any, field: str
 def test_a_bad_map_key_is_named_in_the_message():
     errors = _errors(_with(_base(), "spec.cluster.nodeSelector", {"a/b/c": "x"}))
     assert errors["spec.cluster.nodeSelector"].startswith("key 'a/b/c': ")
+
+
+def test_a_column_list_names_each_column_once():
+    errors = _errors(
+        _with(_base(), "spec.data.features", ["sepal_length", "sepal_width", "sepal_length"])
+    )
+    assert errors == {"spec.data.features[2]": "duplicate value 'sepal_length'"}
+
+
+@pytest.mark.parametrize(
+    ("uri", "valid"),
+    [
+        ({"path": "/data/iris.parquet"}, False),
+        ({"path": "s3://b/iris.CSV", "format": "parquet"}, False),
+        ({"path": "s3://b/iris/", "format": "parquet"}, True),
+        ({"path": "/data/x.npz", "format": "numpy"}, True),
+    ],
+)
+def test_the_format_fits_the_files_ending(uri: dict[str, str], valid: bool):
+    errors = _errors(_with(_base(), "spec.data.source.uri", uri))
+    assert ("spec.data.source.uri.format" not in errors) is valid
+
+
+def test_the_stopping_mode_follows_the_metric_unless_set():
+    doc = _with(_base(), "spec.training.earlyStopping", {"metric": "val_accuracy"})
+    job, _ = validate_document(doc)
+    assert job is not None and job.spec.training.earlyStopping.mode == "max"
+    doc = _with(doc, "spec.training.earlyStopping", {"metric": "val_accuracy", "mode": "min"})
+    assert "higher is better" in _errors(doc)["spec.training.earlyStopping.mode"]
