@@ -57,5 +57,8 @@ def parse_quantity(value: str | int | float, field: str | None = None) -> float:
         )
     number, suffix = float(match["number"]), match["suffix"]
     if suffix[:1] in ("e", "E") and len(suffix) > 1:
-        return number * 10 ** int(suffix[1:])
+        try:
+            return number * 10.0 ** int(suffix[1:])
+        except OverflowError:
+            raise QuantityError(f"{text!r} is too large", field=field) from None
     return number * (_BINARY.get(suffix) or _DECIMAL[suffix])

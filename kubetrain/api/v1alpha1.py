@@ -12,6 +12,7 @@ by pydantic validators so that ``kubetrain validate`` catches them without a clu
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,12 +21,15 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from kubetrain.api import grammar
 from kubetrain.api.grammar import DnsSubdomain, ImageReference, LabelKey, LabelValue
-from kubetrain.api.quantity import POSITIVE_QUANTITY_PATTERN, parse_quantity
+from kubetrain.api.quantity import POSITIVE_QUANTITY_PATTERN, QuantityError, parse_quantity
+from kubetrain.errors import SpecError
 
 GROUP = "kubetrain.io"
 VERSION = "v1alpha1"
@@ -55,18 +59,27 @@ def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, st
     return entry
 
 
+#: Resources are below one exa (10^18): far above any node, and below float trouble.
+QUANTITY_LIMIT = 10**18
+QUANTITY_RANGE = "must be more than zero and less than 1E (10^18)"
+
+
 def _check_quantity(value: str | int) -> str | int:
     if isinstance(value, str) and value.startswith("-"):
         raise ValueError(f"{value!r} is not a Kubernetes quantity of a resource (it is negative)")
-    if isinstance(value, int):
-        if value < 1:
-            raise ValueError("must be positive")
-        return value
-    return str(value) if parse_quantity(value) > 0 else _not_positive(value)
+    amount = value if isinstance(value, int) else _amount(value)
+    if not 0 < amount < QUANTITY_LIMIT:
+        raise ValueError(f"{value!r} {QUANTITY_RANGE}")
+    return value
 
 
-def _not_positive(value: str) -> str:
-    raise ValueError(f"{value!r} must be more than zero")
+def _amount(text: str) -> float:
+    try:
+        return parse_quantity(text)
+    except QuantityError as exc:
+        if "too large" in exc.message:
+            return math.inf
+        raise
 
 
 #: A resource amount: apimachinery's grammar (``QUANTITY_PATTERN``) without a sign of minus,
@@ -80,9 +93,10 @@ Quantity = Annotated[
             "pattern": POSITIVE_QUANTITY_PATTERN,
             "x-kubernetes-validations": [
                 _cel(
-                    "type(self) == int ? self > 0 : "
-                    "(!isQuantity(self) || quantity(self).isGreaterThan(quantity('0')))",
-                    "must be more than zero",
+                    f"type(self) == int ? self > 0 && self < {QUANTITY_LIMIT} : "
+                    "(!isQuantity(self) || (quantity(self).isGreaterThan(quantity('0'))"
+                    " && quantity(self).isLessThan(quantity('1E'))))",
+                    QUANTITY_RANGE,
                 )
             ],
         }
@@ -740,6 +754,24 @@ EQUAL_NEEDS_KEY = "operator must be Exists when key is empty"
 SECONDS_NEED_NO_EXECUTE = "tolerationSeconds needs effect NoExecute"
 
 
+def _taint_key(key: str) -> str:
+    return key if key == "" else grammar.check_label_key(key)
+
+
+#: A toleration's key: a label key, or empty (with Exists: every taint), as Kubernetes has it.
+TaintKey = Annotated[
+    str,
+    AfterValidator(_taint_key),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": f"^(?:{grammar.LABEL_KEY_PATTERN[1:-1]})?$",
+            "maxLength": grammar.LABEL_KEY_MAX,
+        }
+    ),
+]
+
+
 class Toleration(ApiModel):
     """The rules are the kubelet's own (Kubernetes' pod validation), checked before any pod
     is built."""
@@ -767,7 +799,7 @@ class Toleration(ApiModel):
         }
     )
 
-    key: LabelKey | None = Field(None, description="Taint key; empty matches all keys with Exists.")
+    key: TaintKey | None = Field(None, description="Taint key; empty matches all keys with Exists.")
     operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists or Equal.")
     value: LabelValue | None = Field(None, description="Taint value, for Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
@@ -974,14 +1006,18 @@ class TrainingJobSpec(ApiModel):
             )
         if stopping.contradicts_its_metric():
             raise nested_error("training.earlyStopping.mode", MODE_AGAINST_METRIC)
-        return self  # a custom loop reports metrics that cannot be known in advance
-        known = (*TASK_METRICS[task], *TIMING_METRICS)
-        if stopping.metric not in known:
-            raise nested_error(
-                "training.earlyStopping.metric",
-                f"{stopping.metric!r} is not reported for {task}; choose one of: "
-                + ", ".join(known),
-            )
+        return self
+
+    @model_validator(mode="after")
+    def _fits_bundled_data(self) -> TrainingJobSpec:
+        """Bundled and generated data have known columns: check names and shapes now.
+        The API server cannot (it knows no datasets); the client and the operator do."""
+        from kubetrain.api import bundled  # it imports these models
+
+        try:
+            bundled.check(self)
+        except SpecError as exc:
+            raise nested_error((exc.field or "spec").removeprefix("spec."), exc.message) from None
         return self
 
 

@@ -11,22 +11,33 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
-from kubetrain.api.manifests import errors_of
+from kubetrain.api.grammar import (
+    DnsLabel,
+    DnsSubdomain,
+    ExtendedResourceName,
+    ImageReference,
+    LabelKey,
+    LabelValue,
+)
+from kubetrain.api.manifests import FieldError, errors_of
 from kubetrain.api.v1alpha1 import Toleration
 from kubetrain.errors import UserError
 
 #: Environment variable naming the YAML file to read (the chart mounts its ConfigMap there).
 CONFIG_ENV = "KUBETRAIN_OPERATOR_CONFIG"
 DEFAULT_CONFIG_PATH = Path("/etc/kubetrain-operator/config.yaml")
-
-
-#: A namespace name (RFC 1123 label).
-NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
 class _Model(BaseModel):
@@ -36,10 +47,16 @@ class _Model(BaseModel):
 class NodePool(_Model):
     """One kind of node a job can ask for by name."""
 
-    nodeSelector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
+    nodeSelector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="Node labels the pool's Ray pods require."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Taints of the pool's nodes that its Ray pods tolerate."
+    )
     gpu: bool = Field(False, description="Whether the pool's nodes have GPUs.")
-    gpuResource: str = Field("nvidia.com/gpu", description="Extended resource name of a GPU.")
+    gpuResource: ExtendedResourceName = Field(
+        "nvidia.com/gpu", description="Extended resource name of a GPU."
+    )
     gpusPerNode: int | None = Field(
         None, ge=1, description="GPUs of one node, when known: larger asks fail validation."
     )
@@ -82,18 +99,23 @@ class RayAccess(_Model):
 class OperatorConfig(_Model):
     """Everything an admin can set. Every field has a default, so an empty file works."""
 
-    nodePools: dict[str, NodePool] = Field(
-        default_factory=lambda: {"cpu": NodePool(nodeSelector={"kubetrain.io/pool": "cpu"})}
+    nodePools: dict[DnsLabel, NodePool] = Field(
+        default_factory=lambda: {"cpu": NodePool(nodeSelector={"kubetrain.io/pool": "cpu"})},
+        description="Pools by the name jobs give in spec.cluster.nodePool (so: DNS labels).",
     )
-    defaultNodePool: str | None = Field(
-        None, description="Pool for jobs that name none; unset means no node constraints."
+    defaultNodePool: DnsLabel | None = Field(
+        None,
+        description="Pool (a key of nodePools) for jobs that name none; unset means no node "
+        "constraints.",
     )
-    defaultImage: str | None = Field(
+    defaultImage: ImageReference | None = Field(
         None, description="Image for jobs that keep the API's default image (a local mirror)."
     )
-    imagePullSecrets: list[str] = Field(default_factory=list)
+    imagePullSecrets: list[DnsSubdomain] = Field(
+        default_factory=list, description="Secrets (by name) the Ray pods pull images with."
+    )
     podSecurity: PodSecurity = Field(default_factory=PodSecurity)
-    namespaces: list[Annotated[str, StringConstraints(pattern=NAMESPACE_PATTERN)]] = Field(
+    namespaces: list[DnsLabel] = Field(
         default_factory=list,
         description="Namespaces to watch, by name (no patterns: each gets its own Role and pod "
         "watch); empty means all (cluster-wide).",
@@ -126,17 +148,28 @@ class OperatorConfig(_Model):
         "status (for the status reporter).",
     )
     metricsPort: int = Field(8080, ge=0, le=65535, description="Prometheus port; 0 = off.")
-    peeringName: str | None = Field(
+    peeringName: DnsSubdomain | None = Field(
         None,
         description="kopf peering object (kopf.dev); unset means standalone (one replica). "
         "With peering, of operators following the same jobs only the highest priority acts.",
     )
     peeringPriority: int = Field(0, description="This operator's kopf peering priority.")
-    outputVolume: str | None = Field(
+    outputVolume: DnsSubdomain | None = Field(
         None,
         description="A PersistentVolumeClaim mounted at /output in every Ray pod, for jobs "
         "whose spec.output.uri is unset.",
     )
+
+    @field_validator("defaultNodePool")
+    @classmethod
+    def _default_pool_is_offered(cls, name: str | None, info: ValidationInfo) -> str | None:
+        """Checked here, once, so that a job which names no pool is never told that the
+        pool it did not name is unknown."""
+        pools = info.data.get("nodePools")
+        if name is not None and pools is not None and name not in pools:
+            offered = ", ".join(sorted(pools)) or "none"
+            raise ValueError(f"{name!r} is not a key of nodePools (offered: {offered})")
+        return name
 
 
 def load_config(
@@ -144,17 +177,58 @@ def load_config(
 ) -> OperatorConfig:
     """Read the config from ``path``, else ``$KUBETRAIN_OPERATOR_CONFIG``, else the chart's
     mount point (a missing default file means all defaults, handy for development); then
-    apply ``overrides`` (command-line flags), validating the result as a whole."""
+    apply ``overrides`` (command-line flags), validating the result as a whole.
+
+    Every problem is a :class:`UserError` of one line that names where the value came from
+    (the file, or the command line for an override) and the field: it is the admin's to fix,
+    and the operator refuses to start rather than blame jobs for it later."""
     explicit = path or os.environ.get(CONFIG_ENV)
     file = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
     if not file.exists() and explicit:
         raise UserError("operator config file not found", field=str(file))
+    data = _read_mapping(file) if file.exists() else {}
     try:
-        data = (yaml.safe_load(file.read_text()) or {}) if file.exists() else {}
         return OperatorConfig.model_validate({**data, **(overrides or {})})
-    except yaml.YAMLError as exc:
-        raise UserError(f"invalid operator config: {exc}", field=str(file)) from None
     except ValidationError as exc:
-        problems = "; ".join(f"{e.path}: {e.message}" for e in errors_of(exc))
-        where = str(file) if file.exists() else "command line"
-        raise UserError(f"invalid operator config: {problems}", field=where) from None
+        raise _config_error(errors_of(exc), str(file), set(overrides or {})) from None
+
+
+def _config_error(problems: list[FieldError], file: str, flags: set[str]) -> UserError:
+    """One line: the file's problems and the flags' problems, each named by its source."""
+    from_flags = [p for p in problems if _top_field(p) in flags]
+    from_file = [p for p in problems if p not in from_flags]
+    sources = [
+        (src, errs) for src, errs in ((file, from_file), ("command line", from_flags)) if errs
+    ]
+    if len(sources) == 1:
+        ((source, errs),) = sources
+        return UserError(f"invalid operator config: {_join(errs)}", field=source)
+    return UserError("; ".join(f"{src}: invalid operator config: {_join(e)}" for src, e in sources))
+
+
+def _read_mapping(file: Path) -> dict[str, Any]:
+    """The file's YAML mapping; an unreadable file or bad YAML is one line naming the file
+    (and the line, where YAML knows it)."""
+    try:
+        data = yaml.safe_load(file.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UserError(f"cannot read operator config: {reason}", field=str(file)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else str(file)
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise UserError(f"invalid operator config: {problem}", field=where) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError("invalid operator config: must be a YAML mapping", field=str(file))
+    return data
+
+
+def _top_field(problem: FieldError) -> str:
+    return problem.path.split(".", 1)[0].split("[", 1)[0]
+
+
+def _join(problems: list[FieldError]) -> str:
+    return "; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in problems)

@@ -8,13 +8,14 @@ handler edge turns that into a ValidationFailed status, a Warning event and no r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from kubetrain.api.manifests import errors_of
-from kubetrain.api.v1alpha1 import Toleration, TrainingJobSpec
+from kubetrain.api.v1alpha1 import ObjectMeta, Toleration, TrainingJobSpec
 from kubetrain.errors import SpecError
 
 from .config import NodePool, OperatorConfig
@@ -32,11 +33,29 @@ class Placement:
     volcano_queue: str | None = None
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def check_job_name(name: str) -> None:
+    """The API server takes any DNS subdomain as a TrainingJob's name ("9lives", "a.b"), but
+    the name starts every child's name, and a Service's must be a DNS-1035 label."""
+    try:
+        ObjectMeta.model_validate({"name": name})
+    except ValidationError as exc:
+        raise SpecError(errors_of(exc)[0].message, field="metadata.name") from None
+
+
 def parse_spec(raw: Any) -> TrainingJobSpec:
     """The spec as the API models see it; the API server's schema is looser than pydantic
-    in places (rules not expressible in OpenAPI), so a stored spec can still be invalid."""
+    in places (rules not expressible in OpenAPI), so a stored spec can still be invalid.
+    The models are strict about types, so kopf's mapping views become plain dicts first."""
     try:
-        return TrainingJobSpec.model_validate(raw)
+        return TrainingJobSpec.model_validate(_plain(raw))
     except ValidationError as exc:
         first = errors_of(exc)[0]
         field = f"spec.{first.path}" if first.path else "spec"
@@ -46,29 +65,23 @@ def parse_spec(raw: Any) -> TrainingJobSpec:
 def resolve_placement(spec: TrainingJobSpec, config: OperatorConfig) -> Placement:
     """Validate the job against the pool catalogue and merge the pool's constraints."""
     cluster = spec.cluster
-    name = cluster.nodePool or config.defaultNodePool
-    pool: NodePool | None = None
-    if name is not None:
-        pool = config.nodePools.get(name)
-        if pool is None:
-            offered = ", ".join(sorted(config.nodePools)) or "none"
-            raise SpecError(
-                f"unknown node pool {name!r}; this cluster offers: {offered}",
-                field="spec.cluster.nodePool",
-            )
+    name, pool = _chosen_pool(spec, config)
+    # For the messages: a pool the job did not name is said to be the admin's default.
+    by_default = cluster.nodePool is None
+    which = _pool_phrase(name, by_default)
 
     gpus = spec.training.resourcesPerWorker.gpu
     if gpus > 0:
         if pool is None or not pool.gpu:
-            where = f"node pool {name!r} has" if name else "no node pool is set, so there are"
+            where = f"{which} has" if name else "no node pool is set, so there are"
             raise SpecError(
                 f"asks for {gpus} GPU(s) per worker but {where} no GPUs",
                 field="spec.training.resourcesPerWorker.gpu",
             )
         if pool.gpusPerNode is not None and gpus > pool.gpusPerNode:
             raise SpecError(
-                f"asks for {gpus} GPUs per worker but nodes of pool {name!r} have "
-                f"{pool.gpusPerNode}",
+                f"asks for {gpus} GPUs per worker but nodes of "
+                f"{_pool_phrase(name, by_default, noun='pool')} have {pool.gpusPerNode}",
                 field="spec.training.resourcesPerWorker.gpu",
             )
 
@@ -76,7 +89,7 @@ def resolve_placement(spec: TrainingJobSpec, config: OperatorConfig) -> Placemen
     for key, value in cluster.nodeSelector.items():
         if key in selector and selector[key] != value:
             raise SpecError(
-                f"{value!r} contradicts node pool {name!r}, which requires {selector[key]!r}",
+                f"{value!r} contradicts {which}, which requires {selector[key]!r}",
                 field=f"spec.cluster.nodeSelector[{key}]",
             )
         selector[key] = value
@@ -91,3 +104,28 @@ def resolve_placement(spec: TrainingJobSpec, config: OperatorConfig) -> Placemen
         gpu_resource=pool.gpuResource if pool else "nvidia.com/gpu",
         volcano_queue=pool.volcanoQueue if pool and pool.gangScheduler == "volcano" else None,
     )
+
+
+def _chosen_pool(
+    spec: TrainingJobSpec, config: OperatorConfig
+) -> tuple[str | None, NodePool | None]:
+    """The job's pool, else the admin's default. Only a pool the job names can be unknown:
+    ``load_config`` refuses a ``defaultNodePool`` that is not a key of ``nodePools``, so a
+    missing default is the operator's bug, never reported as the user's."""
+    named = spec.cluster.nodePool
+    if named is None:
+        default = config.defaultNodePool
+        return default, config.nodePools[default] if default is not None else None
+    if named not in config.nodePools:
+        offered = ", ".join(sorted(config.nodePools)) or "none"
+        raise SpecError(
+            f"unknown node pool {named!r}; this cluster offers: {offered}",
+            field="spec.cluster.nodePool",
+        )
+    return named, config.nodePools[named]
+
+
+def _pool_phrase(name: str | None, by_default: bool, noun: str = "node pool") -> str:
+    if by_default:
+        return f"the default {noun} {name!r} (the job names none)"
+    return f"{noun} {name!r}"

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubetrain.api.shapes import input_shape
 from kubetrain.api.v1alpha1 import Artifacts, TrainingJob
 from kubetrain.errors import SpecError, UserError
 from kubetrain_runtime import models
@@ -62,7 +63,7 @@ def build_plan(job: TrainingJob, prepared: PreparedData, sizing: Sizing) -> Trai
     task = model.task or "classification"
     custom = bool(training.trainFunction)
     try:
-        shape = models.input_shape(model, prepared.num_features)
+        shape = input_shape(model, prepared.num_features)
     except SpecError:
         if not custom:
             raise

@@ -139,7 +139,20 @@ def test_the_config_map_is_an_operator_config_with_the_pool_catalogue(helm):
 
 
 @pytest.mark.parametrize(
-    "bad", ["bogus=1", "ray.mode=sideways", "nodePools.x.colour=red", "watchNamespaces={Bad_NS}"]
+    "bad",
+    [
+        "bogus=1",
+        "ray.mode=sideways",
+        "nodePools.x.colour=red",
+        "watchNamespaces={Bad_NS}",
+        # generated from the models (kubetrain_operator.values_schema), if/then included
+        "nodePools.x.tolerations[0].operator=Exists,nodePools.x.tolerations[0].value=v",
+        "nodePools.x.tolerations[0].key=k,nodePools.x.tolerations[0].tolerationSeconds=30",
+        "nodePools.x.gpuResource=gpu",
+        "nodePools.Big_Pool.gpu=true",
+        "defaultNodePool=A100",
+        "runtime.defaultImage=img:tag:extra",
+    ],
 )
 def test_the_values_schema_is_strict(helm, bad):
     with pytest.raises(subprocess.CalledProcessError):

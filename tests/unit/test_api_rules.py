@@ -229,3 +229,49 @@ def test_the_stopping_mode_follows_the_metric_unless_set():
     assert job is not None and job.spec.training.earlyStopping.mode == "max"
     doc = _with(doc, "spec.training.earlyStopping", {"metric": "val_accuracy", "mode": "min"})
     assert "higher is better" in _errors(doc)["spec.training.earlyStopping.mode"]
+
+
+@pytest.mark.parametrize(
+    ("source", "model", "field", "words"),
+    [
+        (
+            {"builtin": {"name": "wine"}},
+            {"type": "cnn"},
+            "spec.model.cnn.imageShape",
+            "not a square",
+        ),
+        (
+            {"builtin": {"name": "digits"}},
+            {"type": "cnn", "cnn": {"imageShape": [1, 7, 7]}},
+            "spec.model.cnn.imageShape",
+            "49 values",
+        ),
+        (
+            {"builtin": {"name": "iris"}},
+            {"type": "cnn"},
+            "spec.model.cnn.kernelSizes[0]",
+            "larger than the 2x2",
+        ),
+        (
+            {"generated": {"sequenceLength": 2}},
+            {"type": "cnn"},
+            "spec.model.cnn.imageShape",
+            "square",
+        ),
+    ],
+)
+def test_a_model_that_cannot_take_bundled_data_is_refused(source, model, field, words):
+    doc = _with(_base("digits-cnn.yaml"), "spec.data", {"source": source})
+    doc = _with(doc, "spec.model", model)
+    assert words in _errors(doc)[field]
+
+
+def test_columns_of_bundled_data_are_known():
+    doc = _with(_base("digits-cnn.yaml"), "spec.data.features", ["pixel_1*", "pixl_3"])
+    assert "did you mean 'pixel_3'" in _errors(doc)["spec.data.features[1]"]
+    doc = _with(_base("digits-cnn.yaml"), "spec.data.features", ["*"])
+    assert "label, not a feature" in _errors(doc)["spec.data.features[0]"]
+    doc = _with(
+        _base("digits-cnn.yaml"), "spec.data.cleaning", {"casts": [{"column": "x", "type": "int"}]}
+    )
+    assert "not found" in _errors(doc)["spec.data.cleaning.casts[0].column"]

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import ray.data
 
+from kubetrain.api.shapes import input_shape
 from kubetrain.api.v1alpha1 import DataSpec, DataStats, TrainingJobSpec
 from kubetrain.errors import DataError, SpecError, UserError
 from kubetrain_runtime.data import preprocess, rules
@@ -142,9 +143,7 @@ def prepare(
         data, cleaning.kinds, default_label=source.default_label, model_type=model.type, task=task
     )
     if not features.onehot and not spec.training.trainFunction:
-        from kubetrain_runtime import models  # here: torch must not load in Ray Data workers
-
-        models.input_shape(model, len(features.features))  # fail early, before any pass
+        input_shape(model, len(features.features))  # fail early, before any pass
     with _reading(source.description):
         cleaned = clean(source.ds, cleaning)
     timings["read_and_clean"] = time.perf_counter() - started

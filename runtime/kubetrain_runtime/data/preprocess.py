@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from kubetrain.api import columns as cols
 from kubetrain.api.v1alpha1 import DataSpec
 from kubetrain.errors import SpecError
-from kubetrain_runtime import columns as cols
 from kubetrain_runtime.data import stats as column_stats
 from kubetrain_runtime.data.rules import Kind
 

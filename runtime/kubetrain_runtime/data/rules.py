@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from kubetrain.api import columns as cols
 from kubetrain.api.v1alpha1 import CastRule, Cleaning, ClipRule, FilterRule
 from kubetrain.errors import SpecError
-from kubetrain_runtime import columns as cols
 
 Kind = Literal["number", "string", "bool", "null", "other"]
 

@@ -38,7 +38,6 @@ pytestmark = pytest.mark.unit
             "spec.cluster.nodeSelector[kubetrain.io/pool]",
             "contradicts node pool 'a100'",
         ),
-        ({}, {"defaultNodePool": "gone"}, "spec.cluster.nodePool", "unknown node pool 'gone'"),
     ],
 )
 def test_bad_specs_name_the_field(make_spec, make_config, overrides, config_updates, field, words):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kubetrain.api.v1alpha1 import GeneratedDataset
+from kubetrain.api import bundled, columns
+from kubetrain.api.v1alpha1 import BuiltinDataset, DataSource, GeneratedDataset
 from kubetrain.errors import SpecError
-from kubetrain_runtime import columns
 from kubetrain_runtime.data import sources
 
 pytestmark = pytest.mark.unit
@@ -78,3 +78,20 @@ def test_sine_classification_labels_are_frequency_bands():
     frame = sources.sine_frame(spec, "classification")
     assert set(frame.df["target"]) == {0, 1, 2, 3}
     assert frame.class_names is not None and len(frame.class_names) == 4
+
+
+@pytest.mark.parametrize("name", ["digits", "iris", "wine"])
+def test_the_api_knows_the_columns_the_runtime_makes(name: str):
+    """``kubetrain.api.bundled`` checks specs against these columns without reading data."""
+    source = DataSource(builtin=BuiltinDataset(name=name))
+    frame = sources.builtin_frame(name)
+    assert list(frame.df.columns) == [*bundled.feature_columns(source), "target"]
+
+
+def test_the_api_knows_the_generated_columns():
+    generated = GeneratedDataset(samples=10, sequenceLength=5)
+    frame = sources.sine_frame(generated, "regression")
+    assert list(frame.df.columns) == [
+        *bundled.feature_columns(DataSource(generated=generated)),
+        "target",
+    ]

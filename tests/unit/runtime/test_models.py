@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kubetrain.api.shapes import input_shape
 from kubetrain.api.v1alpha1 import ModelSpec
 from kubetrain.errors import SpecError
 from kubetrain_runtime import models
@@ -29,7 +30,7 @@ def model(kind, **section):
     ],
 )
 def test_input_shape_comes_from_the_data(spec, features, shape):
-    assert models.input_shape(spec, features) == shape
+    assert input_shape(spec, features) == shape
 
 
 @pytest.mark.parametrize(
@@ -48,7 +49,7 @@ def test_input_shape_comes_from_the_data(spec, features, shape):
 )
 def test_misfits_name_the_field(spec, features, field, text):
     with pytest.raises(SpecError) as err:
-        models.input_shape(spec, features)
+        input_shape(spec, features)
     assert err.value.field == field
     assert text in str(err.value)
 
@@ -59,7 +60,7 @@ def plan_for(spec: ModelSpec, features: int, outputs: int, task: str) -> TrainPl
         model_type=spec.type,
         task=task,
         section=spec.section().model_dump(),
-        input_shape=models.input_shape(spec, features),
+        input_shape=input_shape(spec, features),
         num_features=features,
         num_outputs=outputs,
         epochs=1,
