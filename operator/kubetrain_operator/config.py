@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,6 +22,7 @@ from pydantic import (
     field_validator,
 )
 
+from kubetrain.api import kubeyaml
 from kubetrain.api.grammar import (
     DnsLabel,
     DnsSubdomain,
@@ -207,23 +207,22 @@ def _config_error(problems: list[FieldError], file: str, flags: set[str]) -> Use
 
 
 def _read_mapping(file: Path) -> dict[str, Any]:
-    """The file's YAML mapping; an unreadable file or bad YAML is one line naming the file
-    (and the line, where YAML knows it)."""
+    """The file's YAML mapping, read as kubectl and helm read YAML (``kubeyaml``: a key given
+    twice is an error); an unreadable file or bad YAML is one line naming the file (and the
+    line, where YAML knows it)."""
     try:
-        data = yaml.safe_load(file.read_text())
+        docs = list(kubeyaml.load_documents(file.read_text()))
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise UserError(f"cannot read operator config: {reason}", field=str(file)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark else str(file)
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise UserError(f"invalid operator config: {problem}", field=where) from None
-    if data is None:
+    except kubeyaml.KubeYamlError as exc:
+        where = f"{file}:{exc.line}" if exc.line else str(file)
+        raise UserError(f"invalid operator config: {exc}", field=where) from None
+    if not docs:
         return {}
-    if not isinstance(data, dict):
-        raise UserError("invalid operator config: must be a YAML mapping", field=str(file))
-    return data
+    if len(docs) > 1 or not isinstance(docs[0].value, dict):
+        raise UserError("invalid operator config: must be a YAML mapping (one document)", field=str(file))
+    return docs[0].value
 
 
 def _top_field(problem: FieldError) -> str:

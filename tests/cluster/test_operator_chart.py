@@ -159,6 +159,13 @@ def test_the_values_schema_is_strict(helm, bad):
         render(helm, bad)
 
 
+def test_a_default_pool_outside_the_catalogue_fails_the_install(helm):
+    """The values schema cannot relate two fields; the template refuses, naming both."""
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        render(helm, "defaultNodePool=gpu")
+    assert 'defaultNodePool "gpu" is not one of nodePools (a100, cpu' in failed.value.stderr
+
+
 def test_the_chart_ships_the_crds_file():
     assert (CHART / "crds" / "kubetrain.io_trainingjobs.yaml").read_text() == (
         REPO_ROOT / "crds" / "kubetrain.io_trainingjobs.yaml"

@@ -181,3 +181,14 @@ def test_the_default_pools_gpu_limit_is_said_to_be_the_defaults(make_spec, make_
     spec = make_spec(training__resourcesPerWorker={"gpu": 9})
     with pytest.raises(SpecError, match=r"nodes of the default pool 'a100' \(the job names none\)"):
         resolve_placement(spec, make_config(defaultNodePool="a100"))
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path):
+    """YAML is read as helm and kubectl read it, except that half of a file is never lost."""
+    file = tmp_path / "config.yaml"
+    file.write_text("followIntervalSeconds: 5\nnodePools: {}\nfollowIntervalSeconds: 9\n")
+    with pytest.raises(UserError) as caught:
+        load_config(file)
+    assert str(caught.value) == (
+        f"{file}:3: invalid operator config: duplicate key 'followIntervalSeconds'"
+    )
