@@ -20,7 +20,7 @@ from kubetrain_runtime.local_ray import KeeperFiles
 pytestmark = pytest.mark.runtime
 
 #: Long enough for the second run to start (imports take seconds on two busy cores).
-IDLE_SECONDS = 15
+IDLE_SECONDS = 30
 
 
 def _job(examples_dir: Path, folder: Path) -> Path:
