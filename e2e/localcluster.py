@@ -2193,8 +2193,10 @@ class LocalCluster:
         argv: list[str],
         tie_to_parent: bool,
         env: dict[str, str] | None = None,
+        *,
+        log_mode: str = "wb",
     ) -> None:
-        logfile = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child
+        logfile = open(self.logs / f"{name}.log", log_mode)  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(
                 argv,
@@ -2216,6 +2218,8 @@ class LocalCluster:
             "pid": proc.pid,
             "starttime": _starttime(proc.pid),
             "argv0": argv[0],
+            "argv": argv,  # what restart_apiserver() starts again
+            "env": env or {},
             "log": str(self.logs / f"{name}.log"),
         }
         self._save_state(state)
@@ -2270,6 +2274,53 @@ class LocalCluster:
         ):
             return False
         return self._probe(state["server"] + "/readyz", self._ssl_context())
+
+    # -- faults (for tests: the same API server restarted, etcd paused)
+
+    def component_pid(self, name: str) -> int:
+        """The pid of a running component of this cluster (e.g. to SIGSTOP etcd)."""
+        rec = self._load_state().get("components", {}).get(name)
+        if not rec or not self._is_ours(rec):
+            raise ClusterError(f"{name} is not running in {self.state_dir}")
+        return int(rec["pid"])
+
+    def stop_apiserver(self, grace: float = 3.0) -> None:
+        """Stop the API server only (etcd and the controllers keep running); its command
+        line stays in the state, for start_apiserver(). It stops listening at once on
+        SIGTERM but then lingers (~10 s, open watches), hence the short grace."""
+        with self._locked():
+            state = self._load_state()
+            rec = state.get("components", {}).get("kube-apiserver")
+            if not rec or "argv" not in rec:
+                raise ClusterError("no restartable kube-apiserver (started before `argv` was kept)")
+            self._stop_component("kube-apiserver", rec, grace)
+
+    def start_apiserver(self, *, timeout: float = 60.0, tie_to_parent: bool = False) -> None:
+        """Start the API server again with the same flags: same port, certs and etcd; its
+        log is appended to. Returns once /readyz answers ok."""
+        with self._locked():
+            state = self._load_state()
+            rec = state["components"]["kube-apiserver"]
+            if self._is_ours(rec):
+                raise ClusterError("kube-apiserver is still running; stop_apiserver() first")
+            self._spawn(
+                state, "kube-apiserver", rec["argv"], tie_to_parent, rec.get("env"), log_mode="ab"
+            )
+            ctx = self._ssl_context()
+            self._wait(
+                "kube-apiserver",
+                lambda: self._probe(state["server"] + "/readyz", ctx),
+                "/readyz to answer ok after a restart",
+                timeout,
+            )
+
+    def restart_apiserver(
+        self, *, down_for: float = 0.0, timeout: float = 60.0, tie_to_parent: bool = False
+    ) -> None:
+        """Stop the API server, keep it down for `down_for` seconds, start it again."""
+        self.stop_apiserver()
+        time.sleep(down_for)
+        self.start_apiserver(timeout=timeout, tie_to_parent=tie_to_parent)
 
     # -- down / status
 

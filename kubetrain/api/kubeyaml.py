@@ -44,7 +44,7 @@ class KubeYamlError(ValueError):
 
     def __init__(self, message: str, line: int | None = None) -> None:
         self.line = line
-        super().__init__(message)
+        super().__init__(" ".join(message.split()))  # one line, whatever PyYAML wrote
 
 
 def _go_int(text: str) -> int | None:
@@ -139,8 +139,15 @@ def json_key(key: Any) -> str:
     return str(key)
 
 
-def to_json_value(value: Any, line: int | None = None) -> Any:
-    """What kubectl sends: whole floats as integers; NaN and infinities refused."""
+def to_json_value(
+    value: Any, line: int | None = None, _inside: frozenset[int] = frozenset()
+) -> Any:
+    """What kubectl sends: whole floats as integers; NaN, infinities and a value that
+    contains itself (``&a [*a]``) refused."""
+    if isinstance(value, (dict, list)):
+        if id(value) in _inside:
+            raise KubeYamlError("a value contains itself (an alias inside its own anchor)", line)
+        _inside = _inside | {id(value)}
     if isinstance(value, float):
         if not math.isfinite(value):
             raise KubeYamlError(f"{value} cannot be sent as JSON", line)
@@ -148,9 +155,9 @@ def to_json_value(value: Any, line: int | None = None) -> Any:
             return int(Decimal(repr(value)))  # Go writes the shortest digits, then zeros
         return value
     if isinstance(value, dict):
-        return {k: to_json_value(v, line) for k, v in value.items()}
+        return {k: to_json_value(v, line, _inside) for k, v in value.items()}
     if isinstance(value, list):
-        return [to_json_value(v, line) for v in value]
+        return [to_json_value(v, line, _inside) for v in value]
     if isinstance(value, (bytes, bytearray)):
         raise KubeYamlError("binary values cannot be sent as JSON", line)
     if value is not None and not isinstance(value, (str, int, bool)):
@@ -171,7 +178,10 @@ class Document:
 def load_documents(text: str) -> Iterator[Document]:
     """Every non-empty document, as kubectl would send it; empty ones are skipped, as
     kubectl skips them."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:  # the reader checks every character first
+        raise KubeYamlError(str(exc).splitlines()[0]) from None
     try:
         index = 0
         while loader.check_node():

@@ -3,6 +3,7 @@ API server's (``spec.training.epochs``, ``spec.data.cleaning.filters[0].op``).""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -31,14 +32,21 @@ class FieldError:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-def field_path(loc: tuple[int | str, ...]) -> str:
-    """``('spec', 'cleaning', 'filters', 0, 'op')`` → ``spec.cleaning.filters[0].op``."""
+def field_path(loc: tuple[int | str, ...], *, last_is_key: bool = False) -> str:
+    """``('spec', 'cleaning', 'filters', 0, 'op')`` → ``spec.cleaning.filters[0].op``.
+
+    ``last_is_key``: the last part is a key the user wrote (an unknown field), never one of
+    pydantic's own parts however it looks. A key that cannot be printed on one line is
+    quoted (``spec["a\\nb"]``), so that every error stays one line."""
     text = ""
-    for part in loc:
+    for index, part in enumerate(loc):
+        users = last_is_key and index == len(loc) - 1
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in _NOT_FIELDS or "[" in part:
+        elif not users and (part in _NOT_FIELDS or "[" in part):
             continue
+        elif not part.isprintable() or not part or part != part.strip():
+            text += f"[{json.dumps(part)}]"
         else:
             text += f".{part}" if text else part
     return text
@@ -60,7 +68,7 @@ def errors_of(exc: ValidationError) -> list[FieldError]:
         loc, message = error["loc"], _message(error)
         if loc[-1:] == ("[key]",):  # a map's key: name the map, and the key in the message
             loc, message = loc[:-2], f"key {loc[-2]!r}: {message}"
-        path = field_path(loc)
+        path = field_path(loc, last_is_key=error["type"] == "extra_forbidden")
         nested = _NESTED.match(message)
         if nested:
             joint = "" if nested["path"].startswith("[") or not path else "."
@@ -96,7 +104,9 @@ def _read_text(path: Path) -> str:
         return path.read_text()
     except FileNotFoundError:
         raise UserError("file not found", field=str(path)) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start})", field=str(path)) from None
+    except OSError as exc:
         raise UserError(f"cannot read: {exc.strerror or exc}", field=str(path)) from None
 
 

@@ -897,6 +897,10 @@ class OutputSpec(ApiModel):
 # ---------------------------------------------------------------------- runPolicy
 
 
+#: The longest deadline or TTL: anything longer is a mistake (and datetime's end is near).
+TEN_YEARS = 10 * 365 * 24 * 3600
+
+
 class RunPolicy(ApiModel):
     backoffLimit: int = Field(
         1,
@@ -906,13 +910,16 @@ class RunPolicy(ApiModel):
         "resuming from the last checkpoint.",
     )
     activeDeadlineSeconds: int | None = Field(
-        None, ge=1, description="Fail with DeadlineExceeded after this long from the start."
+        None,
+        ge=1,
+        le=TEN_YEARS,
+        description="Fail with DeadlineExceeded after this long from the start.",
     )
     startupDeadlineSeconds: int = Field(
         600, ge=1, le=86400, description="Fail when the Ray cluster is not ready within this long."
     )
     ttlSecondsAfterFinished: int | None = Field(
-        None, ge=0, description="Delete the TrainingJob this long after it finished."
+        None, ge=0, le=TEN_YEARS, description="Delete the TrainingJob this long after it finished."
     )
     suspend: bool = Field(
         False,

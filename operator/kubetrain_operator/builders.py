@@ -79,8 +79,8 @@ class Children:
     @property
     def setup_waves(self) -> tuple[tuple[Obj, ...], ...]:
         """Setup objects in creation order: the API server checks a RoleBinding against
-        the rules of its Role (no privilege escalation), so the Role must exist first; the
-        pods may go with the last wave, but not before a PodGroup they belong to."""
+        the rules of its Role (no privilege escalation), so the Role must exist first. The
+        pods come after the last wave (reconcile.py says why)."""
         bindings = tuple(o for o in self.setup if o["kind"] == "RoleBinding")
         rest = tuple(o for o in self.setup if o["kind"] != "RoleBinding")
         return (rest, bindings) if bindings or self.pod_group else (rest,)
@@ -509,16 +509,43 @@ def submission_request(job: JobRef, attempt: int, config: OperatorConfig) -> Obj
 EVENT_MESSAGE_LIMIT = 1024
 
 
-def event_object(job: JobRef, event: Event, *, component: str, instance: str, when: str) -> Obj:
+#: Annotation of an Event: the job's resourceVersion that the transition was decided from.
+ANNOTATION_DECIDED_FROM = "kubetrain.io/decided-from"
+
+
+def event_name(job: JobRef, decided_from: str, reason: str) -> str:
+    """The same name for the same decision: a look that an operator restart repeats (the
+    job unchanged, so the same version decides the same) posts no second Event (409)."""
+    digest = hashlib.sha256(f"{job.uid}/{decided_from}/{reason}".encode()).hexdigest()
+    return f"{job.name}.{digest[:16]}"
+
+
+def event_object(
+    job: JobRef,
+    event: Event,
+    *,
+    component: str,
+    instance: str,
+    when: str,
+    decided_from: str | None = None,
+) -> Obj:
     """A core/v1 Event about the job (what ``kubectl describe`` and ``kubectl events``
-    show). Posted by the operator's own client: kopf's event poster costs more per Event."""
+    show). Posted by the operator's own client: kopf's event poster costs more per Event.
+    With `decided_from` (the job's resourceVersion) its name is derived, not generated."""
     message = event.message
     if len(message) > EVENT_MESSAGE_LIMIT:
         message = message[: EVENT_MESSAGE_LIMIT - 3] + "..."
+    meta: Obj = {"generateName": f"{job.name}.", "namespace": job.namespace}
+    if decided_from is not None:
+        meta = {
+            "name": event_name(job, decided_from, event.reason),
+            "namespace": job.namespace,
+            "annotations": {ANNOTATION_DECIDED_FROM: decided_from},
+        }
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{job.name}.", "namespace": job.namespace},
+        "metadata": meta,
         "involvedObject": {
             "apiVersion": API_VERSION,
             "kind": KIND,

@@ -221,7 +221,9 @@ def _read_mapping(file: Path) -> dict[str, Any]:
     if not docs:
         return {}
     if len(docs) > 1 or not isinstance(docs[0].value, dict):
-        raise UserError("invalid operator config: must be a YAML mapping (one document)", field=str(file))
+        raise UserError(
+            "invalid operator config: must be a YAML mapping (one document)", field=str(file)
+        )
     return docs[0].value
 
 

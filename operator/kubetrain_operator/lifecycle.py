@@ -4,11 +4,15 @@ per-job daemon that reconciles when something changed and writes status and Even
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
 
-from . import metrics
+from . import apihealth, metrics
+from .apihealth import ApiHealth
 from .config import OperatorConfig
 from .kube import ApiError, KubeApi
 from .naming import LABEL_MANAGED_BY, MANAGED_BY, JobRef
@@ -54,6 +58,22 @@ class LeanStatusProgressStorage(kopf.StatusProgressStorage):
         return essence
 
 
+class KopfBackoffs:
+    """kopf's request retries (429, 5xx, connection errors), never given up: kopf's own
+    (1..21 s, 9 attempts) give up after about a minute, and an object whose finalizer
+    could not be added then gets no daemon until it changes again. Seen under API Priority
+    and Fairness throttling (a burst through a small share): jobs stuck, never provisioned.
+    Jittered (each step up to twice as long), so that requests rejected together are not
+    retried together. Each iteration is a fresh sequence: kopf iterates once per request."""
+
+    STEPS = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0)
+    CAP = 30.0
+
+    def __iter__(self) -> Iterator[float]:
+        for step in itertools.chain(self.STEPS, itertools.repeat(self.CAP)):
+            yield step * (1 + random.random())
+
+
 def configure(settings: kopf.OperatorSettings, memo: Any, config: OperatorConfig) -> None:
     """kopf settings tuned for many jobs (see BENCHMARKS.md, Operator)."""
     settings.persistence.finalizer = FINALIZER
@@ -71,7 +91,10 @@ def configure(settings: kopf.OperatorSettings, memo: Any, config: OperatorConfig
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
-    settings.networking.enforce_retry_after = True
+    # The server's Retry-After stays the minimum; False lets kopf wait its own (jittered)
+    # backoff when longer, instead of exactly the Retry-After (see KopfBackoffs).
+    settings.networking.enforce_retry_after = False
+    settings.networking.error_backoffs = KopfBackoffs()
     # One replica (Deployment strategy Recreate); peering only when the admin names it.
     settings.peering.standalone = config.peeringName is None
     settings.peering.name = config.peeringName or PEERING_DEFAULT
@@ -94,7 +117,8 @@ def configure(settings: kopf.OperatorSettings, memo: Any, config: OperatorConfig
         PodStore(on_change=memo.followers.wake),
     )
     memo.background = []
-    metrics.serve(config.metricsPort)
+    memo.api_health = ApiHealth()
+    metrics.serve(config.metricsPort, memo.api_health.describe)
 
 
 async def login(memo: Any, settings: kopf.OperatorSettings, **kwargs: Any) -> Any:
@@ -111,6 +135,8 @@ async def login(memo: Any, settings: kopf.OperatorSettings, **kwargs: Any) -> An
     memo.pods.start()  # reconnects by itself with the new session after a re-login
     if not memo.background:
         memo.background.append(asyncio.create_task(memo.followers.run(), name="kubetrain-tick"))
+        health = apihealth.watch(lambda: ctx.kube, memo.api_health)
+        memo.background.append(asyncio.create_task(health, name="kubetrain-api-health"))
     return info
 
 
@@ -175,14 +201,18 @@ async def _follow(
         retry = False
         events.clear()
         try:
+            decided_from = str(body["metadata"].get("resourceVersion"))
             changes = await reconcile(dict(body), ctx, pods.get(uid), events.append, logger)
+            if events:
+                # Before the status they describe: an operator killed in between would lose
+                # them otherwise (the next look sees the stored status, no transition); a
+                # look repeated after a restart, from the same version, names them the same.
+                await ctx.post_events(JobRef(name, namespace, uid), events, decided_from)
             if changes and ctx.kube is not None:
                 new_version = await ctx.kube.patch_job_status(namespace, name, changes)
                 if new_version is None:
                     return  # the job is gone
                 written = (new_version, clock()) if new_version else None
-            if events:  # after the status they describe is stored
-                ctx.post_events(JobRef(name, namespace, uid), events)
         except ApiError as exc:
             metrics.RECONCILE_ERRORS.labels(kind="api").inc()
             logger.warning("will look again in %.0fs: %s", interval, exc)

@@ -1,4 +1,4 @@
-"""Prometheus metrics and the HTTP endpoint serving them next to a liveness probe.
+"""Prometheus metrics, and the HTTP endpoint serving them with the readiness probe.
 
 Jobs by phase are a gauge kept from the last phase each job was seen in (so it is correct
 after an operator restart: every job is reconciled again at start).
@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter as _Tally
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 JOBS = Gauge("kubetrain_trainingjobs", "TrainingJobs by phase.", ["phase"])
 RECONCILE_SECONDS = Histogram(
@@ -24,6 +28,12 @@ API_ERRORS = Counter(
     "kubetrain_kube_api_errors_total",
     "Kubernetes API answers that were errors or retried (429, 5xx, connection).",
     ["method", "code"],
+)
+THROTTLED = Counter(
+    "kubetrain_kube_api_throttled_total",
+    "429 Too Many Requests from the API server (API Priority and Fairness, max-inflight), "
+    "by method; each is retried after its Retry-After or a backoff.",
+    ["method"],
 )
 RAY_ERRORS = Counter(
     "kubetrain_ray_api_errors_total", "Failed calls to a Ray dashboard's job API.", ["op"]
@@ -56,7 +66,45 @@ def observe_phase(uid: str, phase: str | None) -> None:
             JOBS.labels(phase=old).set(_tally[old])
 
 
-def serve(port: int) -> None:
-    """Serve /metrics on the port (0 disables); liveness is kopf's own endpoint."""
+API_READY = Gauge(
+    "kubetrain_kube_api_ready",
+    "1 while the API server's /readyz (etcd included) answers 200, polled every few seconds.",
+)
+API_UNREADY = Counter(
+    "kubetrain_kube_api_unready_total", "Polls of the API server's /readyz that were not 200."
+)
+API_READY.set(1)
+
+#: ``(ready, text)`` for the operator's /readyz; the API server's health (``apihealth``).
+Readiness = Callable[[], tuple[bool, str]]
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes every few seconds would flood the operator's log."""
+
+
+def _app(readiness: Readiness) -> Callable[..., Iterable[bytes]]:
+    prometheus = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/readyz":
+            return prometheus(environ, start_response)
+        ready, text = readiness()
+        start_response(
+            "200 OK" if ready else "503 Service Unavailable", [("Content-Type", "text/plain")]
+        )
+        return [text.encode() + b"\n"]
+
+    return app
+
+
+def serve(port: int, readiness: Readiness) -> None:
+    """Serve /metrics and /readyz on the port (0 disables); liveness is kopf's endpoint."""
     if port:
-        start_http_server(port)
+        server = make_server("", port, _app(readiness), _Server, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

@@ -39,7 +39,7 @@ from .status import (
     StopRayJob,
     SubmitRayJob,
 )
-from .validation import parse_spec, resolve_placement
+from .validation import check_job_name, parse_spec, resolve_placement
 
 log = logging.getLogger(__name__)
 EVENT_COMPONENT = "kubetrain-operator"
@@ -68,8 +68,6 @@ class Context:
     #: Jobs creating their children at the same time (``concurrentProvisions``): under a
     #: burst, jobs finish provisioning one batch after another instead of all at the end.
     provision_slots: asyncio.Semaphore = field(init=False)
-    #: Events being posted.
-    background: set[asyncio.Task[None]] = field(default_factory=set)
     instance: str = field(default_factory=socket.gethostname)
     in_cluster: bool = field(
         default_factory=lambda: (
@@ -100,20 +98,24 @@ class Context:
             timeout=self.config.ray.requestTimeoutSeconds,
         )
 
-    def post_events(self, job: JobRef, events: list[Event]) -> None:
-        """Post Events in the background: they inform, and must neither slow nor fail a
-        look. Failures are counted and logged."""
+    async def post_events(self, job: JobRef, events: list[Event], decided_from: str) -> None:
+        """Post the Events of one look, named after the job version it decided from. They
+        inform, and must not fail a look: failures are counted and logged."""
         if self.kube is None:
             return
         when = status.timestamp(status.now_utc())
-        kube = self.kube
-        for event in events:
-            body = builders.event_object(
-                job, event, component=EVENT_COMPONENT, instance=self.instance, when=when
+        bodies = [
+            builders.event_object(
+                job,
+                event,
+                component=EVENT_COMPONENT,
+                instance=self.instance,
+                when=when,
+                decided_from=decided_from,
             )
-            task = asyncio.create_task(_post_event(kube, body))
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
+            for event in events
+        ]
+        await asyncio.gather(*(_post_event(self.kube, body) for body in bodies))
 
     def next_look_in(self, uid: str, phase: str | None, interval: float) -> float | None:
         """Seconds until a job must be looked at again although nothing it is woken by (its
@@ -142,8 +144,6 @@ class Context:
         self.specs.pop(uid, None)
 
     async def close(self) -> None:
-        for task in list(self.background):
-            task.cancel()
         if self.kube is not None:
             await self.kube.close()
         if self.ray_session is not None:
@@ -220,6 +220,7 @@ class ParsedSpec:
 
 def _parse(job: JobRef, raw: Any, config: OperatorConfig) -> ParsedSpec:
     try:
+        check_job_name(job.name)
         spec = parse_spec(raw)
         children = builders.build_children(job, spec, resolve_placement(spec, config), config)
     except SpecError as exc:
@@ -375,12 +376,11 @@ async def _ensure_cluster(
         await kube.create(pod)
         waiting[pod["metadata"]["name"]] = time.monotonic()
 
-    last: tuple[dict[str, Any], ...] = ()
     if action.setup:
-        # Pods need their ServiceAccount (admission refuses them without it), not the
-        # RoleBinding: they go with the last wave, two round trips in all.
-        *first, last = children.setup_waves
-        for wave in first:
+        # Every setup object before any pod, although pods need only their ServiceAccount:
+        # setup is redone only while all pods are missing, so a RoleBinding sent with the
+        # pods and lost to an operator killed mid-wave would never be created.
+        for wave in children.setup_waves:
             await asyncio.gather(*(kube.create(obj) for obj in wave))
     pods = (create_pod(p) for p in children.pods if p["metadata"]["name"] in wanted)
-    await asyncio.gather(*(kube.create(obj) for obj in last), *pods)
+    await asyncio.gather(*pods)

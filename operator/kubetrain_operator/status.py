@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+from kubetrain.api.crd import DEFAULT_MAX_LENGTH
 from kubetrain.api.v1alpha1 import (
     MAX_ATTEMPT_RECORDS,
     TERMINAL_PHASES,
@@ -65,10 +66,42 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: The longest deadline or TTL that is told apart from never (a thousand years): the
+#: schema allows any int64 seconds, which neither timedelta nor datetime can hold.
+LONGEST_DURATION = timedelta(days=365_000)
+
+
+def _seconds(count: int) -> timedelta:
+    return timedelta(seconds=min(count, LONGEST_DURATION.total_seconds()))
+
+
+def _after(moment: datetime, seconds: int) -> datetime:
+    """``moment`` plus ``seconds``, or the end of time where datetime cannot go further."""
+    try:
+        return moment + _seconds(seconds)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=timezone.utc)
+
+
+def fit_message(message: str) -> str:
+    """A status message within the CRD's limit: the API server refuses a longer one, and a
+    message can quote what the user wrote (a rejected value of up to 1024 characters)."""
+    if len(message) <= DEFAULT_MAX_LENGTH:
+        return message
+    return message[: DEFAULT_MAX_LENGTH - 3] + "..."
+
+
 def parse_time(text: str | None) -> datetime | None:
+    """An RFC 3339 time from the status, None when absent or unreadable: the CRD's schema
+    says only "string", and whoever may write the status may write anything there, so an
+    unreadable time counts as unknown (a naive one as UTC) rather than failing every look."""
     if not text:
         return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 # ------------------------------------------------------------------ observations
@@ -342,7 +375,7 @@ class _Writer:
             type=type_,
             status=value,
             reason=reason,
-            message=message,
+            message=fit_message(message),
             lastTransitionTime=since or self.stamp,
             observedGeneration=self.obs.generation,
         )
@@ -356,7 +389,8 @@ class _Writer:
         if (st.phase, st.reason) != (phase, reason):
             kind: Literal["Normal", "Warning"] = "Warning" if warning else "Normal"
             self.events.append(Event(kind, reason, message or phase))
-        st.phase, st.reason, st.message = phase, reason, message  # type: ignore[assignment]
+        st.phase, st.reason = phase, reason  # type: ignore[assignment]
+        st.message = fit_message(message)
 
     def finish(self, succeeded: bool, reason: str, message: str) -> None:
         self.phase("Succeeded" if succeeded else "Failed", reason, message, not succeeded)
@@ -396,7 +430,7 @@ def decide(obs: Observed) -> Plan:
 
     deadline = spec.runPolicy.activeDeadlineSeconds
     started = parse_time(st.startTime)
-    if deadline is not None and started and obs.now - started > timedelta(seconds=deadline):
+    if deadline is not None and started and obs.now - started > _seconds(deadline):
         if st.phase == "Running" and st.submissionId:
             w.actions.append(StopRayJob(st.submissionId))
             _record_attempt(w, "DeadlineExceeded", "stopped at activeDeadlineSeconds")
@@ -493,7 +527,7 @@ def _provision(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: Cluster
 
     limit = spec.runPolicy.startupDeadlineSeconds
     since = _startup_since(st, health, obs.now)
-    if obs.now - since > timedelta(seconds=limit):
+    if obs.now - since > _seconds(limit):
         why = f"Ray cluster not ready within startupDeadlineSeconds ({limit}s)"
         final_reason = reason if health.problem else "StartupDeadlineExceeded"
         w.finish(False, final_reason, f"{why}: {message}" if health.problem else why)
@@ -504,7 +538,7 @@ def _provision(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: Cluster
         phase = "Provisioning" if health.all_scheduled else "Pending"
         w.phase(phase, reason, message, warning=health.problem is not None)
     elif health.problem is not None:
-        st.message = message
+        st.message = fit_message(message)
     return w.plan()
 
 
@@ -626,7 +660,8 @@ def _attempt_failed(
 def _record_attempt(w: _Writer, reason: str, message: str) -> None:
     st = w.status
     checkpoint = st.artifacts.checkpointEpoch if st.artifacts else None
-    record = AttemptRecord(attempt=max(st.attempts or 1, 1), reason=reason, message=message,
+    record = AttemptRecord(attempt=max(st.attempts or 1, 1), reason=reason,
+                           message=fit_message(message),
                            finishedAt=w.stamp, checkpointEpoch=checkpoint)  # fmt: skip
     st.attemptHistory = [*st.attemptHistory, record][-MAX_ATTEMPT_RECORDS:]
 
@@ -677,7 +712,7 @@ def _after_finish(obs: Observed, w: _Writer) -> Plan:
         _cleanup(obs, w)
     ttl = obs.ttl_after_finished
     done = parse_time(st.completionTime)
-    if ttl is not None and done is not None and obs.now - done >= timedelta(seconds=ttl):
+    if ttl is not None and done is not None and obs.now - done >= _seconds(ttl):
         w.actions.append(DeleteJob())
     return w.plan()
 
@@ -731,7 +766,7 @@ def next_deadline(obs: Observed) -> datetime | None:
     if st.phase in TERMINAL_PHASES:
         ttl, done = obs.ttl_after_finished, parse_time(st.completionTime)
         if ttl is not None and done is not None:
-            moments.append(done + timedelta(seconds=ttl))
+            moments.append(_after(done, ttl))
         return min(moments, default=None)
     if spec is None:
         return None
@@ -741,12 +776,12 @@ def next_deadline(obs: Observed) -> datetime | None:
     if started is None:
         return obs.now  # never looked at yet
     if spec.runPolicy.activeDeadlineSeconds is not None:
-        moments.append(started + timedelta(seconds=spec.runPolicy.activeDeadlineSeconds))
+        moments.append(_after(started, spec.runPolicy.activeDeadlineSeconds))
     if st.phase != "Running":
         health = assess_cluster(obs.expected_pods, obs.pods)
         if not health.gated:  # queued: no startup deadline runs
             since = _startup_since(st, health, obs.now)
-            moments.append(since + timedelta(seconds=spec.runPolicy.startupDeadlineSeconds))
+            moments.append(_after(since, spec.runPolicy.startupDeadlineSeconds))
     return min(moments, default=None)
 
 
@@ -815,5 +850,6 @@ def submission_failed(obs: Observed, error: str) -> Plan:
     if (obs.status.phase, obs.status.reason) != (phase, "SubmissionFailed"):
         events.append(Event("Warning", "SubmissionFailed", message))
     st = plan.status
-    st.phase, st.reason, st.message = phase, "SubmissionFailed", message  # type: ignore[assignment]
+    st.phase, st.reason = phase, "SubmissionFailed"  # type: ignore[assignment]
+    st.message = fit_message(message)
     return Plan(st, plan.actions, events)

@@ -60,7 +60,7 @@ def test_throttling_is_retried_after_the_servers_delay():
     answers = [(429, {"Retry-After": "3"}), (503, {}), (201, {})]
     result, seen, delays = serve(answers, lambda api: api.create(POD))
     assert result == "created" and len(seen) == 3
-    assert delays[0] == 3.0 and len(delays) == 2
+    assert 3.0 <= delays[0] <= 3.2 and len(delays) == 2  # Retry-After, plus jitter
 
 
 def test_other_errors_raise_with_the_servers_message():
