@@ -121,8 +121,8 @@ class Jobs:
         ).items
         return [p for p in items if not (alive and p.metadata.deletion_timestamp)]
 
-    def children(self, uid: str) -> dict[str, list[str]]:
-        """Every kind the operator creates, by kind: names of this job's objects."""
+    def child_objects(self, uid: str, *, pods: bool = True) -> dict[str, list[Any]]:
+        """Every kind the operator creates, by kind: this job's objects (empty lists too)."""
         sel = f"kubetrain.io/job-uid={uid}"
         listers: dict[str, Callable[..., Any]] = {
             "Pod": self.core.list_namespaced_pod,
@@ -132,11 +132,19 @@ class Jobs:
             "Role": self.rbac.list_namespaced_role,
             "RoleBinding": self.rbac.list_namespaced_role_binding,
         }
-        found = {
-            kind: sorted(o.metadata.name for o in lister(self.ns, label_selector=sel).items)
+        return {
+            kind: lister(self.ns, label_selector=sel).items
             for kind, lister in listers.items()
+            if pods or kind != "Pod"
         }
-        return {kind: names for kind, names in found.items() if names}
+
+    def children(self, uid: str) -> dict[str, list[str]]:
+        """Names of this job's objects, by kind, for the kinds it has."""
+        return {
+            kind: sorted(o.metadata.name for o in objects)
+            for kind, objects in self.child_objects(uid).items()
+            if objects
+        }
 
     def events(self, name: str) -> list[Any]:
         return [

@@ -127,17 +127,9 @@ def expected_children(name: str, namespace: str, uid: str) -> dict[str, list[str
 
 def setup_uids(jobs: Jobs, uid: str) -> dict[str, set[str]]:
     """uids of a job's non-pod children: the same after a resume, or they were recreated."""
-    sel = f"kubetrain.io/job-uid={uid}"
-    listers: dict[str, Callable[..., Any]] = {
-        "Service": jobs.core.list_namespaced_service,
-        "ConfigMap": jobs.core.list_namespaced_config_map,
-        "ServiceAccount": jobs.core.list_namespaced_service_account,
-        "Role": jobs.rbac.list_namespaced_role,
-        "RoleBinding": jobs.rbac.list_namespaced_role_binding,
-    }
     return {
-        kind: {o.metadata.uid for o in lister(jobs.ns, label_selector=sel).items}
-        for kind, lister in listers.items()
+        kind: {o.metadata.uid for o in objects}
+        for kind, objects in jobs.child_objects(uid, pods=False).items()
     }
 
 
