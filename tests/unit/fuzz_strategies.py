@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from functools import cache
@@ -24,12 +25,28 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "kubetrain.io_trainingjobs.yaml"
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+#: Generated documents per fuzzed subject (validate, the operator), shared by its targets.
+FUZZ_EXAMPLES = int(os.environ.get("KUBETRAIN_FUZZ_EXAMPLES", "10000"))
+
+
+def fuzz_settings(targets: int) -> settings:
+    """Derandomized, no example database: the same documents on every run and machine,
+    ``FUZZ_EXAMPLES`` in all over a subject's ``targets``."""
+    return settings(
+        max_examples=-(-FUZZ_EXAMPLES // targets),
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: Longest list, map or free-form string generated where the schema allows more.

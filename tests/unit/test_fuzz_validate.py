@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 import yaml
 from fuzz_strategies import (
     crd_schema,
+    fuzz_settings,
     mutated_manifests,
     object_meta,
     plausible_hints,
@@ -28,22 +28,14 @@ from fuzz_strategies import (
     schema_errors,
     trainingjobs,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from kubetrain.cli import main
 
 pytestmark = pytest.mark.unit
 
-#: Documents fed to ``validate`` in all, shared by the four targets below.
-FUZZ_EXAMPLES = int(os.environ.get("KUBETRAIN_FUZZ_EXAMPLES", "10000"))
-FUZZ = settings(
-    max_examples=-(-FUZZ_EXAMPLES // 4),
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(targets=4)
 #: Exit codes of ``validate``: 0 all valid, 2 any user error (an invalid manifest included).
 EXIT_OK, EXIT_USER_ERROR = 0, 2
 

@@ -13,7 +13,6 @@ The two operator configs share ``KUBETRAIN_FUZZ_EXAMPLES`` stored documents (def
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
+from hypothesis import currently_in_test_context, event, given
 from hypothesis import strategies as st
 
 from kubetrain.api.v1alpha1 import MAX_NAME_LENGTH, TrainingJob
@@ -40,6 +39,7 @@ from fuzz_strategies import (
     crd_schema,
     dns_subdomains,
     from_schema,
+    fuzz_settings,
     object_meta,
     plausible_hints,
     schema_errors,
@@ -50,15 +50,7 @@ from fuzz_strategies import (
 
 pytestmark = pytest.mark.unit
 
-#: Stored documents in all, shared by the two operator configs.
-FUZZ_EXAMPLES = int(os.environ.get("KUBETRAIN_FUZZ_EXAMPLES", "10000"))
-FUZZ = settings(
-    max_examples=-(-FUZZ_EXAMPLES // 2),
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(targets=2)
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
