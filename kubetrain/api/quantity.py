@@ -13,6 +13,7 @@ apimachinery's grammar (``k8s.io/apimachinery/pkg/api/resource``)::
 
 from __future__ import annotations
 
+import math
 import re
 
 from kubetrain.errors import SpecError
@@ -46,8 +47,8 @@ class QuantityError(SpecError, ValueError):
 
 
 def parse_quantity(value: str | int | float, field: str | None = None) -> float:
-    """A Kubernetes quantity as a number (``500m`` → 0.5, ``2Gi`` → 2147483648), or a
-    QuantityError that names ``field``."""
+    """A Kubernetes quantity as a number (``500m`` → 0.5, ``2Gi`` → 2147483648; inf beyond
+    floats), or a QuantityError that names ``field``."""
     text = str(value)
     match = _QUANTITY.match(text)
     if isinstance(value, bool) or not match:
@@ -59,6 +60,6 @@ def parse_quantity(value: str | int | float, field: str | None = None) -> float:
     if suffix[:1] in ("e", "E") and len(suffix) > 1:
         try:
             return number * 10.0 ** int(suffix[1:])
-        except OverflowError:
-            raise QuantityError(f"{text!r} is too large", field=field) from None
+        except OverflowError:  # apimachinery holds it; a float cannot
+            return math.inf
     return number * (_BINARY.get(suffix) or _DECIMAL[suffix])

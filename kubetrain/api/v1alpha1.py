@@ -12,7 +12,6 @@ by pydantic validators so that ``kubetrain validate`` catches them without a clu
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,7 +27,7 @@ from pydantic import (
 
 from kubetrain.api import grammar
 from kubetrain.api.grammar import DnsSubdomain, ImageReference, LabelKey, LabelValue
-from kubetrain.api.quantity import POSITIVE_QUANTITY_PATTERN, QuantityError, parse_quantity
+from kubetrain.api.quantity import POSITIVE_QUANTITY_PATTERN, parse_quantity
 from kubetrain.errors import SpecError
 
 GROUP = "kubetrain.io"
@@ -67,19 +66,10 @@ QUANTITY_RANGE = "must be more than zero and less than 1E (10^18)"
 def _check_quantity(value: str | int) -> str | int:
     if isinstance(value, str) and value.startswith("-"):
         raise ValueError(f"{value!r} is not a Kubernetes quantity of a resource (it is negative)")
-    amount = value if isinstance(value, int) else _amount(value)
+    amount = value if isinstance(value, int) else parse_quantity(value)
     if not 0 < amount < QUANTITY_LIMIT:
         raise ValueError(f"{value!r} {QUANTITY_RANGE}")
     return value
-
-
-def _amount(text: str) -> float:
-    try:
-        return parse_quantity(text)
-    except QuantityError as exc:
-        if "too large" in exc.message:
-            return math.inf
-        raise
 
 
 #: A resource amount: apimachinery's grammar (``QUANTITY_PATTERN``) without a sign of minus,
