@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kubetrain import __version__
 from kubetrain.errors import UserError
@@ -104,6 +105,142 @@ def _operator(forwarded: list[str]) -> int:
     return operator_main(forwarded)
 
 
+def _client(args: argparse.Namespace) -> Any:
+    from kubetrain.client import Client
+
+    return Client(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    """Validate every file first (nothing is sent when one is wrong), then apply each."""
+    from kubetrain.api.manifests import check_file
+
+    jobs, failed = [], False
+    for name in args.files:
+        for verdict in check_file(Path(name)):
+            if verdict.job is None:
+                failed = True
+                for error in verdict.errors:
+                    print(f"{verdict.where}: {error}", file=sys.stderr)
+            else:
+                jobs.append(verdict.job)
+    if failed:
+        return UserError.exit_code
+    client = _client(args)
+    for job in jobs:
+        done = client.submit(job)
+        print(f"trainingjob.kubetrain.io/{done.name} {done.outcome}")
+    if not args.watch:
+        return 0
+    return max(_watch_one(client, job.metadata.name) for job in jobs)
+
+
+def _get(args: argparse.Namespace) -> int:
+    from kubetrain.jobview import table
+
+    client = _client(args)
+    jobs = [client.get(args.name)] if getattr(args, "name", None) else client.list()
+    if args.output == "json":
+        import json
+
+        print(json.dumps(jobs[0] if getattr(args, "name", None) else jobs, indent=2))
+    elif not jobs:
+        print(f"No trainingjobs in namespace {client.namespace}.", file=sys.stderr)
+    else:
+        print(table(jobs))
+    return 0
+
+
+def _watch_one(client: Any, name: str) -> int:
+    from kubetrain.api.v1alpha1 import TrainingJob
+    from kubetrain.watching import StatusReplay
+    from kubetrain_runtime.rich_reporter import RichReporter
+
+    first = client.get(name)
+    try:
+        model: TrainingJob | None = TrainingJob.model_validate(first)
+    except ValueError:
+        model = None  # written by a newer kubetrain: show it without its spec
+    replay = StatusReplay(RichReporter(model))
+    phase = None
+    for job in client.watch(name):
+        replay.update(job)
+        phase = (job.get("status") or {}).get("phase")
+    if phase == "Failed":
+        status = first.get("status") or {}
+        message = (client.get(name).get("status") or status).get("message") or ""
+        print(f"error: trainingjob {name} failed: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    return _watch_one(_client(args), args.name)
+
+
+def _logs(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.follow:
+        for chunk in client.follow_logs(args.name):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        return 0
+    text, source = client.logs(args.name)
+    sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    print(f"(driver log: {source})", file=sys.stderr)
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from kubetrain.jobview import describe
+
+    client = _client(args)
+    print(describe(client.get(args.name), client.events(args.name)))
+    return 0
+
+
+def _change(action: str) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        client = _client(args)
+        getattr(client, action)(args.name)
+        done = {"suspend": "suspended", "resume": "resumed", "delete": "deleted"}[action]
+        print(f"trainingjob.kubetrain.io/{args.name} {done}")
+        return 0
+
+    return handler
+
+
+def _add_cluster_commands(sub: Any) -> None:
+    """Commands on jobs in a cluster, with kubectl's kubeconfig, context and namespace."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--kubeconfig", help="default: $KUBECONFIG, else ~/.kube/config")
+    common.add_argument("--context", help="kubeconfig context (default: the current one)")
+    common.add_argument("-n", "--namespace", help="namespace (default: the context's)")
+
+    def command(name: str, help_text: str, handler: Any, *, job: bool = True) -> Any:
+        parser = sub.add_parser(name, help=help_text, parents=[common])
+        if job:
+            parser.add_argument("name", metavar="NAME")
+        parser.set_defaults(handler=handler)
+        return parser
+
+    submit = command("submit", "create or update TrainingJobs in the cluster", _submit, job=False)
+    submit.add_argument("files", nargs="+", metavar="FILE", help="manifest files; - reads stdin")
+    submit.add_argument("-w", "--watch", action="store_true", help="then watch until they end")
+    get = command("get", "a table of one job, or of all in the namespace", _get, job=False)
+    get.add_argument("name", metavar="NAME", nargs="?")
+    get.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    listing = command("list", "a table of the namespace's jobs", _get, job=False)
+    listing.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    command("watch", "live progress until the job ends (exit 1 if it failed)", _watch)
+    logs = command("logs", "the Ray driver's log (the saved copy once the cluster is gone)", _logs)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
+    command("describe", "conditions, data statistics, metrics, artifacts, events", _describe)
+    command("suspend", "stop the job's pods, keeping its checkpoints", _change("suspend"))
+    command("resume", "start a suspended job again, from its last checkpoint", _change("resume"))
+    command("delete", "delete the job and everything it created", _change("delete"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubetrain",
@@ -130,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     ray = sub.add_parser("ray", help="show or stop the local Ray that `run` keeps between runs")
     ray.add_argument("action", choices=["status", "stop"])
     ray.set_defaults(handler=_ray)
+
+    _add_cluster_commands(sub)
 
     # Listed for --help only: main() forwards `operator ...` before argparse sees it.
     sub.add_parser("operator", help="run the operator (`kubetrain operator --help`)")

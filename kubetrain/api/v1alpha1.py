@@ -1070,12 +1070,24 @@ class DataStats(StatusModel):
     validationRows: int | None = Field(None, description="Rows in the validation split.")
 
 
+#: The key of the driver log in ``status.artifacts.logConfigMap``.
+DRIVER_LOG_KEY = "driver.log"
+
+
 class Artifacts(StatusModel):
     outputUri: str | None = Field(None, description="Root of the job's outputs.")
     modelUri: str | None = Field(None, description="The final model (state dict and spec).")
     metricsUri: str | None = Field(None, description="metrics.json with the per-epoch history.")
     reportUri: str | None = Field(None, description="The data report.")
     plots: list[str] = Field(default_factory=list, description="PNG plots.")
+    logUri: str | None = Field(
+        None, description="The Ray driver's whole log, written by the runtime as it runs."
+    )
+    logConfigMap: str | None = Field(
+        None,
+        description="ConfigMap (key driver.log) with the driver log's end, saved by the "
+        "operator before it deleted the Ray cluster; deleted with the job.",
+    )
     latestCheckpoint: str | None = Field(None, description="Newest checkpoint, used on resume.")
     checkpointEpoch: int | None = Field(None, description="Epoch of the newest checkpoint.")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import orjson
 from kubetrain.api.raynode import NODE_GUARD, head_node, worker_node
 from kubetrain.api.v1alpha1 import (
     API_VERSION,
+    DRIVER_LOG_KEY,
     GROUP,
     KIND,
     PLURAL,
@@ -137,6 +139,26 @@ def _metadata(job: JobRef, name: str, component: str, **extra_labels: str) -> Ob
         "namespace": job.namespace,
         "labels": {**job.labels(component), **extra_labels},
         "ownerReferences": [job.owner_reference()],
+    }
+
+
+#: The end of a driver log that a ConfigMap keeps (ConfigMaps hold at most 1 MiB); the
+#: whole log is on the output location (``status.artifacts.logUri``).
+DRIVER_LOG_LIMIT = 512 * 1024
+
+
+def driver_log_config_map(job: JobRef, log: str) -> Obj:
+    """The driver log's last ``DRIVER_LOG_LIMIT`` bytes, owned by the job: it outlives the
+    Ray cluster and goes with the job."""
+    encoded = log.encode()
+    if len(encoded) > DRIVER_LOG_LIMIT:
+        cut = encoded[-DRIVER_LOG_LIMIT:].decode(errors="ignore")
+        log = f"[... the first {len(encoded) - DRIVER_LOG_LIMIT} bytes are cut]\n{cut}"
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(job, job.driver_log_config_map, "driver-log"),
+        "data": {DRIVER_LOG_KEY: log},
     }
 
 
@@ -407,6 +429,15 @@ def pod_templates(children: Children) -> dict[str, str]:
             for p in children.pods}  # fmt: skip
 
 
+def _resources(requests: dict[str, str], placement: Placement) -> Obj:
+    """Limits equal to the requests (Guaranteed QoS), but for CPU in a pool that lets its
+    pods burst: Ray advertises the request either way (``ray_start_flags``)."""
+    limits = dict(requests) if placement.cpu_limit else {
+        k: v for k, v in requests.items() if k != "cpu"
+    }  # fmt: skip
+    return {"requests": dict(requests), "limits": limits}
+
+
 def head_pod(
     job: JobRef, spec: TrainingJobSpec, placement: Placement, config: OperatorConfig
 ) -> Obj:
@@ -427,7 +458,7 @@ def head_pod(
         name=job.head_pod,
         role=ROLE_HEAD,
         command=command,
-        resources={"requests": dict(limits), "limits": limits},
+        resources=_resources(limits, placement),
         ports=[
             {"name": "gcs", "containerPort": GCS_PORT},
             {"name": "dashboard", "containerPort": DASHBOARD_PORT},
@@ -463,7 +494,7 @@ def worker_pod(
         name=job.worker_pod(index),
         role=ROLE_WORKER,
         command=command,
-        resources={"requests": dict(limits), "limits": limits},
+        resources=_resources(limits, placement),
         ports=[{"name": "agent", "containerPort": AGENT_PORT}],
         probe=_http_probe("/api/local_raylet_healthz", AGENT_PORT),
     )
@@ -509,8 +540,18 @@ def submission_request(job: JobRef, attempt: int, config: OperatorConfig) -> Obj
 EVENT_MESSAGE_LIMIT = 1024
 
 
-#: Annotation of an Event: the job's resourceVersion that the transition was decided from.
+#: Annotation of an Event: the digest of the job state that the transition was decided from.
 ANNOTATION_DECIDED_FROM = "kubetrain.io/decided-from"
+
+
+def decision_basis(body: Mapping[str, Any]) -> str:
+    """What a look decides from, as a short digest: the spec's generation and the stored
+    status. Not the resourceVersion: writes that change neither (kopf's own annotations and
+    finalizers after a restart) would make a repeated look post its Events again."""
+    status = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+    basis = {"generation": body.get("metadata", {}).get("generation"), "status": status}
+    encoded = json.dumps(basis, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode()).hexdigest()[:16]
 
 
 def event_name(job: JobRef, decided_from: str, reason: str) -> str:
@@ -531,7 +572,7 @@ def event_object(
 ) -> Obj:
     """A core/v1 Event about the job (what ``kubectl describe`` and ``kubectl events``
     show). Posted by the operator's own client: kopf's event poster costs more per Event.
-    With `decided_from` (the job's resourceVersion) its name is derived, not generated."""
+    With `decided_from` (:func:`decision_basis`) its name is derived, not generated."""
     message = event.message
     if len(message) > EVENT_MESSAGE_LIMIT:
         message = message[: EVENT_MESSAGE_LIMIT - 3] + "..."

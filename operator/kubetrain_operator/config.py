@@ -66,6 +66,12 @@ class NodePool(_Model):
         "per job with minMember = head + workers), so a job never holds part of the GPUs.",
     )
     volcanoQueue: str = Field("default", min_length=1, description="Volcano queue of the gangs.")
+    cpuLimit: bool = Field(
+        True,
+        description="true: each Ray pod's CPU limit is its request (Guaranteed QoS, as KubeRay "
+        "advises). false: the request only, so a pod may use its node's idle CPUs (Burstable; "
+        "Ray still schedules by the request), e.g. for a shared CPU pool.",
+    )
 
 
 class PodSecurity(_Model):

@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from . import apihealth, metrics
+from . import apihealth, builders, metrics
 from .apihealth import ApiHealth
 from .config import OperatorConfig
 from .kube import ApiError, KubeApi
@@ -201,12 +201,12 @@ async def _follow(
         retry = False
         events.clear()
         try:
-            decided_from = str(body["metadata"].get("resourceVersion"))
+            decided_from = builders.decision_basis(body)
             changes = await reconcile(dict(body), ctx, pods.get(uid), events.append, logger)
             if events:
                 # Before the status they describe: an operator killed in between would lose
                 # them otherwise (the next look sees the stored status, no transition); a
-                # look repeated after a restart, from the same version, names them the same.
+                # look repeated after a restart, from the same stored state, names them the same.
                 await ctx.post_events(JobRef(name, namespace, uid), events, decided_from)
             if changes and ctx.kube is not None:
                 new_version = await ctx.kube.patch_job_status(namespace, name, changes)

@@ -67,6 +67,11 @@ class JobRef:
         return f"{self.cluster}-spec"
 
     @property
+    def driver_log_config_map(self) -> str:
+        """Where the driver's log outlives the Ray cluster (``status.artifacts``)."""
+        return f"{self.cluster}-driver-log"
+
+    @property
     def runtime_account(self) -> str:
         """ServiceAccount, Role and RoleBinding of the runtime share this name."""
         return f"{self.cluster}-runtime"

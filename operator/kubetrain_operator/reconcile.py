@@ -36,6 +36,7 @@ from .status import (
     Observed,
     PodState,
     RayJobState,
+    SaveDriverLog,
     StopRayJob,
     SubmitRayJob,
 )
@@ -357,8 +358,21 @@ async def _execute(
                 await ctx.ray_client(job).stop(action.submission_id)
             except RayJobsError as exc:  # the cluster may be gone already: best effort
                 logger.info("could not stop Ray job %s: %s", action.submission_id, exc)
+        elif isinstance(action, SaveDriverLog):
+            await _save_driver_log(ctx, kube, job, action.submission_id, logger)
         elif isinstance(action, DeleteJob):
             await kube.delete(f"{builders.API_VERSION}", "TrainingJob", job.namespace, job.name)
+
+
+async def _save_driver_log(
+    ctx: Context, kube: KubeApi, job: JobRef, submission_id: str, logger: Any
+) -> None:
+    """Best effort, never blocking the cleanup: a head already gone has no log to give."""
+    try:
+        log = await ctx.ray_client(job).logs(submission_id)
+        await kube.create(builders.driver_log_config_map(job, log))
+    except (RayJobsError, ApiError) as exc:
+        logger.warning("driver log of %s not saved: %s", submission_id, exc)
 
 
 async def _ensure_cluster(

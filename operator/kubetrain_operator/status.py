@@ -7,7 +7,13 @@ so a missed event, an operator restart or a transient error never loses work. Te
 phases are final: once Succeeded or Failed, nothing here changes the phase again.
 
 Condition types: ``ClusterReady`` (head and every worker Running and Ready), ``Running``
-(the Ray job runs), ``Suspended``, ``Succeeded``, ``Failed``.
+(the Ray job runs), ``Suspended``, ``Succeeded``, ``Failed``; and, from the phase, the two
+that kstatus (Flux, kpt, cli-utils) reads on any resource: ``Reconciling`` (True while the
+job waits, starts, runs or retries) and ``Stalled`` (True once Failed). A Succeeded or a
+Suspended job has both False: settled, so kstatus says Current. Both are always present
+(False rather than absent) so that ``kubectl wait --for=condition=Reconciling=False`` waits
+for a job to settle. ``observedGeneration`` follows every spec edit, also after the end, so
+that GitOps tools never wait for a look at the current spec that would change nothing.
 """
 
 from __future__ import annotations
@@ -268,7 +274,19 @@ class DeleteJob:
     """ttlSecondsAfterFinished has passed."""
 
 
-Action = EnsureCluster | DeletePods | DeleteService | SubmitRayJob | StopRayJob | DeleteJob
+@dataclass(frozen=True)
+class SaveDriverLog:
+    """Copy the Ray job's driver log into a ConfigMap owned by the job, before the head
+    pod (and with it Ray's copy) is deleted. Best effort: a head that is already gone has
+    no log to give, and the cleanup must not wait for it."""
+
+    submission_id: str
+
+
+Action = (
+    EnsureCluster | DeletePods | DeleteService | SubmitRayJob | StopRayJob | DeleteJob
+    | SaveDriverLog
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -398,7 +416,20 @@ class _Writer:
         self.condition("Running", False, reason, message)
         self.condition("Succeeded" if succeeded else "Failed", True, reason, message)
 
+    def settle(self) -> None:
+        """Conditions ``Reconciling`` and ``Stalled`` from the phase, with its reason and
+        message: what kstatus' generic rules read (Reconciling True: InProgress, Stalled
+        True: Failed, neither: Current), as no tool knows what our phases mean."""
+        st = self.status
+        reason, message = st.reason or st.phase or "Unknown", st.message or ""
+        settled = st.phase in TERMINAL_PHASES or st.phase == "Suspended"
+        self.condition("Reconciling", not settled, reason, message)
+        self.condition("Stalled", st.phase == "Failed", reason, message)
+
     def plan(self) -> Plan:
+        # A status that was terminal already keeps its conditions as they are (it is final).
+        if self.obs.status.phase not in TERMINAL_PHASES:
+            self.settle()
         return Plan(self.status, self.actions, self.events)
 
 
@@ -694,6 +725,7 @@ def _cleanup(obs: Observed, w: _Writer) -> None:
         "KeepAll": (ROLE_HEAD, "worker"),
     }[policy]
     doomed = tuple(p.name for p in obs.pods if not p.terminating and p.role not in keep)
+    _save_driver_log(obs, w, doomed)
     if doomed:
         w.actions.append(DeletePods(doomed))
     cleaned = _condition_reason(w.status, "ClusterReady") == "CleanedUp"
@@ -703,9 +735,22 @@ def _cleanup(obs: Observed, w: _Writer) -> None:
         w.condition("ClusterReady", False, "CleanedUp", f"cleanupPolicy {policy} applied")
 
 
-def _after_finish(obs: Observed, w: _Writer) -> Plan:
-    """Terminal phases are final: only cleanup and the TTL remain."""
+def _save_driver_log(obs: Observed, w: _Writer, doomed: tuple[str, ...]) -> None:
+    """Before the head pod goes, its Ray job's log is kept (once, for the last attempt)."""
     st = w.status
+    head_doomed = any(p.name in doomed and p.role == ROLE_HEAD for p in obs.pods)
+    artifacts = st.artifacts or Artifacts()
+    if not head_doomed or not st.submissionId or artifacts.logConfigMap:
+        return
+    w.actions.append(SaveDriverLog(st.submissionId))
+    st.artifacts = artifacts.model_copy(update={"logConfigMap": obs.job.driver_log_config_map})
+
+
+def _after_finish(obs: Observed, w: _Writer) -> Plan:
+    """Terminal phases are final: only cleanup and the TTL remain. A spec edited after the
+    end is observed (and changes nothing), else kstatus and Argo CD would wait for ever."""
+    st = w.status
+    st.observedGeneration = obs.generation
     if st.phase == "Succeeded" and obs.ray is not None:
         _merge_final(w, obs.ray.final)
     if st.reason != "ValidationFailed":
@@ -852,4 +897,5 @@ def submission_failed(obs: Observed, error: str) -> Plan:
     st = plan.status
     st.phase, st.reason = phase, "SubmissionFailed"  # type: ignore[assignment]
     st.message = fit_message(message)
-    return Plan(st, plan.actions, events)
+    w = _Writer(replace(obs, status=st))  # Reconciling says why, as the phase does
+    return Plan(w.plan().status, plan.actions, events)

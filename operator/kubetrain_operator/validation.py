@@ -31,6 +31,8 @@ class Placement:
     gpu_resource: str
     #: Volcano queue when the pool schedules gangs with Volcano, else None.
     volcano_queue: str | None = None
+    #: Whether the pods' CPU limit equals their request (the pool's ``cpuLimit``).
+    cpu_limit: bool = True
 
 
 def _plain(value: Any) -> Any:
@@ -103,6 +105,7 @@ def resolve_placement(spec: TrainingJobSpec, config: OperatorConfig) -> Placemen
         tolerations=tolerations,
         gpu_resource=pool.gpuResource if pool else "nvidia.com/gpu",
         volcano_queue=pool.volcanoQueue if pool and pool.gangScheduler == "volcano" else None,
+        cpu_limit=pool.cpuLimit if pool else True,
     )
 
 

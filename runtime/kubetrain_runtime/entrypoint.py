@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from kubetrain.api.manifests import load_training_job
         from kubetrain.api.v1alpha1 import Artifacts
+        from kubetrain_runtime.driver_log import copied_to
         from kubetrain_runtime.job import RunOptions, preflight, run_job
         from kubetrain_runtime.local import process_started
         from kubetrain_runtime.ray_env import ray_session
@@ -58,8 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             reporter.finished(False, {}, Artifacts(), str(exc))
             raise
         uri = normalize_uri(output_uri(job.metadata.name, job.spec.output.uri, args.output))
-        with ray_session(local=args.local) as session:
-            options = RunOptions(uri, Path.cwd(), None, local=args.local, started=process_started())
+        with copied_to(uri) as log_uri, ray_session(local=args.local) as session:
+            options = RunOptions(
+                uri, Path.cwd(), None, local=args.local, started=process_started(),
+                log_uri=log_uri,
+            )  # fmt: skip
             summary = run_job(job, reporter, options, session)
         if summary.succeeded:
             return 0

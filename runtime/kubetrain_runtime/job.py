@@ -44,6 +44,8 @@ class RunOptions:
     local: bool = True
     #: When the user started the run (process start), for the time to the first step.
     started: float = field(default_factory=time.time)
+    #: Where the driver's own output is copied (``status.artifacts.logUri``), if anywhere.
+    log_uri: str | None = None
 
 
 @dataclass
@@ -229,20 +231,23 @@ def run_job(
         if "first_step" in timeline:
             final["time_to_first_step_seconds"] = timeline["first_step"]
         message = _headline(plan, history, stopped)
+        artifacts.logUri = options.log_uri
         reporter.finished(True, final, artifacts, message)
         return RunSummary(True, message, final, artifacts, history)
     except UserError as exc:
-        reporter.finished(False, {}, Artifacts(outputUri=store.uri), str(exc))
+        failed = Artifacts(outputUri=store.uri, logUri=options.log_uri)
+        reporter.finished(False, {}, failed, str(exc))
         raise
     except TrainingFailed as exc:
         message = f"training failed: {exc}"
-        reporter.finished(False, {}, Artifacts(outputUri=store.uri), message)
+        failed = Artifacts(outputUri=store.uri, logUri=options.log_uri)
+        reporter.finished(False, {}, failed, message)
         return RunSummary(False, message, out_of_memory=exc.out_of_memory)
     except Exception as exc:
         reporter.finished(
             False,
             {},
-            Artifacts(outputUri=store.uri),
+            Artifacts(outputUri=store.uri, logUri=options.log_uri),
             f"internal error: {type(exc).__name__}: {exc}",
         )
         raise

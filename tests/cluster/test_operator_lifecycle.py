@@ -68,7 +68,8 @@ def test_a_job_creates_exactly_its_children_on_the_pool_asked_for(
         assert status["observedGeneration"] == 1
         conditions = {c["type"]: c["status"] for c in status["conditions"]}
         # No output volume and no object store: the job says its checkpoints are not shared.
-        assert conditions == {"ClusterReady": "True", "SharedStorage": "False"}
+        assert conditions == {"ClusterReady": "True", "SharedStorage": "False",
+                              "Reconciling": "True", "Stalled": "False"}  # fmt: skip
         reasons = {e.reason for e in jobs.events("gpus")}
         assert {"ClusterReady", "NoSharedStorage"} <= reasons
 

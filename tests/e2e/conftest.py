@@ -27,12 +27,19 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_support import OUTPUT_CLAIM, READER, RESTRICTED, Kubectl, Workspace
+from e2e_support import (
+    OUTPUT_CLAIM,
+    READER,
+    RELEASE,
+    RELEASE_NAMESPACE,
+    RESTRICTED,
+    Kubectl,
+    Workspace,
+)
 from kube_session import localcluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "kubetrain"
-RELEASE, RELEASE_NAMESPACE = "kubetrain", "kubetrain-system"
 #: The real node's labels and taint (``e2e/localcluster.py``): Ray pods of pool ``cpu`` go
 #: there; the kwok GPU pools stay simulated.
 REAL_NODE_SELECTOR = {localcluster.POOL_LABEL: localcluster.REAL_POOL}
@@ -114,7 +121,10 @@ def chart_values(images: Images, placement: dict[str, Any]) -> dict[str, Any]:
     the real node, the kwok GPU pool, outputs on each namespace's claim."""
     operator_repo, operator_tag = images.operator.rsplit(":", 1)
     cpu_pool = {"gpu": False, "nodeSelector": placement["nodeSelector"],
-                "tolerations": placement["tolerations"]}  # fmt: skip
+                "tolerations": placement["tolerations"],
+                # Burstable: a 2-core node's idle CPU speeds every Ray start (iris 85 s ->
+                # 46 s to Succeeded, BENCHMARKS.md); KUBETRAIN_E2E_CPU_LIMIT=true: Guaranteed.
+                "cpuLimit": os.environ.get("KUBETRAIN_E2E_CPU_LIMIT") == "true"}  # fmt: skip
     return {
         "image": {"repository": operator_repo, "tag": operator_tag, "pullPolicy": "Never"},
         "nodePools": {

@@ -16,6 +16,8 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = Path(__file__).with_name("overlay.yaml")
+#: The chart's release in the e2e tier.
+RELEASE, RELEASE_NAMESPACE = "kubetrain", "kubetrain-system"
 OUTPUT_CLAIM = "kubetrain-outputs"
 READER = "outputs-reader"
 RESTRICTED = {

@@ -9,11 +9,16 @@ test process only runs ``kubectl`` and ``helm``.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
 from e2e_support import (
     OUTPUT_CLAIM,
+    RELEASE,
+    RELEASE_NAMESPACE,
     REPO_ROOT,
     RESTRICTED,
     children_left,
@@ -30,6 +35,19 @@ EXAMPLES = sorted(p.stem for p in (REPO_ROOT / "examples").glob("*.yaml"))
 #: What the runtime writes under a job's output root (``runtime/kubetrain_runtime/outputs.py``).
 OUTPUTS = {"model/model.pt", "metrics.json", "data_report.json"}
 CHILD_KINDS = "pods,services,configmaps,serviceaccounts,roles,rolebindings"
+
+
+def kubetrain_cli(kubeconfig: object, namespace: str):
+    """The ``kubetrain`` cluster commands as a user runs them, with the test's kubeconfig."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "COLUMNS": "200"}
+        return subprocess.run(
+            [sys.executable, "-m", "kubetrain.cli", *args, "-n", namespace],
+            capture_output=True, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+
+    return run
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
@@ -84,13 +102,28 @@ def test_every_example_trains_in_the_cluster(example, workspace, kubectl, cluste
     history = json.loads(workspace.exec("cat", f"{root}/metrics.json"))
     assert history, "metrics.json is empty"
 
+    # The driver's log outlives the Ray cluster: on the claim, and in the cluster for
+    # `kubetrain logs` (Ray's own copy while the head is kept, else the saved one).
+    assert artifacts["logUri"] == f"{root}/logs/driver.log", artifacts
+    assert "logs/driver.log" in files, sorted(files)
+    cli = kubetrain_cli(cluster_info.kubeconfig, workspace.name)
+    logs = cli("logs", name)
+    assert logs.returncode == 0, logs.stderr
+    assert "KUBETRAIN_EVENT" in logs.stdout, logs.stdout[-2000:]
+    kept_head = job["spec"].get("runPolicy", {}).get("cleanupPolicy") in ("KeepHead", "KeepAll")
+    assert ("Ray job" if kept_head else "saved copy") in logs.stderr, logs.stderr
+    described = cli("describe", name).stdout
+    assert "Phase:       Succeeded" in described, described
+    assert f"driver log: {root}/logs/driver.log" in described, described
+    assert name in cli("list").stdout
+
     # Deleting the job removes every child.
     uid = final["metadata"]["uid"]
     kubectl("delete", "trainingjob", name, "-n", workspace.name, "--wait", "--timeout=120s")
     assert children_left(kubectl, workspace.name, uid, CHILD_KINDS) == []
 
 
-def test_the_operator_runs_as_a_pod_from_its_image(operator_release, images, cluster_info):
+def test_the_operator_runs_as_a_pod_from_its_image(operator_release, images, cluster_info, helm):
     (pod,) = operator_release["pods"]
     container = pod["spec"]["containers"][0]
     assert container["image"] == images.operator
@@ -98,6 +131,9 @@ def test_the_operator_runs_as_a_pod_from_its_image(operator_release, images, clu
     assert all(c["ready"] for c in pod["status"]["containerStatuses"])
     if not cluster_info.external:
         assert pod["spec"]["nodeName"] == localcluster.REAL_NODE
+    # The chart's own `helm test`: the operator ready, TrainingJobs served, from a pod.
+    tested = helm("test", RELEASE, "-n", RELEASE_NAMESPACE, "--timeout", "120s", timeout=180)
+    assert "Phase:          Succeeded" in tested.stdout, tested.stdout
 
 
 def test_namespaces_enforce_restricted_pod_security(workspace, kubectl, images):

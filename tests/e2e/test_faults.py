@@ -37,7 +37,8 @@ def test_a_missing_data_file_fails_once_with_its_path(workspace, kubectl):
 def test_a_deadline_shorter_than_the_training_stops_it(workspace, kubectl):
     job = shrunk_example("sine-rnn")
     job["metadata"]["name"] = "deadline"
-    job["spec"]["training"]["epochs"] = 500
+    job["spec"]["training"]["epochs"] = 100_000  # hours at any speed, and no early stop
+    job["spec"]["training"].pop("earlyStopping", None)
     job["spec"]["runPolicy"]["activeDeadlineSeconds"] = 60
     uid = _apply(kubectl, workspace.name, job)
     final, timeline = follow_job(kubectl, workspace.name, "deadline", timeout=300)

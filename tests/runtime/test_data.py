@@ -172,9 +172,19 @@ def test_unknown_feature_names_the_field(ray_local, example, examples_dir):
     assert str(err.value).startswith("spec.data.features[2]: column 'sepal_lenght' not found")
 
 
-def test_a_cnn_on_13_wine_features_is_a_spec_error(ray_local, example, examples_dir):
+def test_a_cnn_on_13_file_features_is_a_spec_error(ray_local, example, examples_dir, tmp_path):
+    """A file's width is known only once it is read: the runtime names the field then (a
+    bundled dataset's width is refused already by the API, see test_api_rules)."""
+    from kubetrain_runtime.data.sources import builtin_frame
+
+    path = tmp_path / "wine.csv"
+    builtin_frame("wine").df.to_csv(path, index=False)
     job = example(
-        "digits-cnn", data={"source": {"builtin": {"name": "wine"}}, "preprocessing": {"scale": []}}
+        "digits-cnn",
+        data={
+            "source": {"builtin": None, "uri": {"path": str(path)}},
+            "preprocessing": {"scale": []},
+        },
     )
     with pytest.raises(SpecError) as err:
         prepare(job.spec, examples_dir)

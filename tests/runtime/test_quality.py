@@ -27,9 +27,23 @@ def test_digits_cnn_reaches_97_percent(example, train, tmp_path):
     assert plots == {"loss.png", "confusion_matrix.png"}
 
 
+#: Training seeds of the iris bar. Its 35 validation flowers make one mistake worth 2.9
+#: points, and which borderline flowers a seed gets right moves with the CPU's rounding
+#: (0.943 here, 0.914 on another machine, same seed). The bar is the recipe's: the mean of
+#: five seeds (sd of one ~0.025, measured over 20 seeds in BENCHMARKS.md), none far off.
+IRIS_SEEDS = (0, 1, 2, 3, 4)
+
+
 def test_iris_mlp_reaches_93_percent(example, train, tmp_path):
-    summary, metrics, plots = _trained(example, train, tmp_path, "iris-csv-mlp")
-    assert summary.metrics["val_accuracy"] >= 0.93, metrics["final"]
+    accuracies = []
+    for seed in IRIS_SEEDS:
+        job = example("iris-csv-mlp", training={"seed": seed})
+        summary, reporter = train(job, tmp_path / str(seed))
+        assert summary.succeeded, summary.message
+        accuracies.append(summary.metrics["val_accuracy"])
+    assert sum(accuracies) / len(accuracies) >= 0.93, accuracies
+    assert min(accuracies) >= 0.9, accuracies  # at most 3 of 35 wrong in any run
+    plots = {p.rsplit("/", 1)[1] for p in reporter.result["artifacts"].plots}
     assert plots == {"loss.png", "confusion_matrix.png"}
 
 

@@ -46,6 +46,22 @@ def test_pool_placement_and_gpu_resources(
     assert kids.workers[0]["spec"]["containers"][0]["resources"]["requests"] == limits
 
 
+def test_a_pool_without_cpu_limits_lets_pods_burst_but_ray_counts_the_request(
+    job, make_spec, make_config
+):
+    config = make_config()
+    pools = {**config.nodePools}
+    pools["cpu"] = pools["cpu"].model_copy(update={"cpuLimit": False})
+    config = config.model_copy(update={"nodePools": pools})
+    spec = make_spec(cluster__nodePool="cpu", training__resourcesPerWorker={"cpu": "2"})
+    for pod in children(job, spec, config).pods:
+        resources = pod["spec"]["containers"][0]["resources"]
+        assert "cpu" in resources["requests"] and "cpu" not in resources["limits"]
+        assert resources["limits"]["memory"] == resources["requests"]["memory"]
+    worker = children(job, spec, config).workers[0]["spec"]["containers"][0]
+    assert "--num-cpus=2" in " ".join(worker["command"] + worker.get("args", []))
+
+
 def test_spec_selector_and_tolerations_add_to_the_pools(job, make_spec, make_config):
     spec = make_spec(
         cluster__nodePool="a100",

@@ -43,6 +43,25 @@ def test_the_same_decision_gets_the_same_event_name_and_another_decision_another
     assert first["name"].startswith(f"{JOB.name}.") and len(first["name"]) <= 253
 
 
+def test_a_decision_is_named_by_the_stored_state_not_by_the_resource_version():
+    """kopf's own writes after a restart (annotations, finalizers, status.kopf) bump the
+    resourceVersion: the look they trigger repeats the lost one and must name it the same."""
+    body = {"metadata": {"generation": 1, "resourceVersion": "41"}, "status": {"phase": "Pending"}}
+    after_kopf = {
+        "metadata": {
+            "generation": 1,
+            "resourceVersion": "44",
+            "finalizers": ["kopf.zalando.org/x"],
+        },
+        "status": {"phase": "Pending", "kopf": {"progress": {}}},
+    }
+    assert builders.decision_basis(body) == builders.decision_basis(after_kopf)
+    stored = {**body, "status": {"phase": "Failed"}}
+    edited = {**body, "metadata": {"generation": 2, "resourceVersion": "41"}}
+    bases = {builders.decision_basis(b) for b in (body, stored, edited, {"metadata": {}})}
+    assert len(bases) == 4
+
+
 def test_kopfs_retries_never_end_and_each_request_starts_from_the_first_step():
     backoffs = KopfBackoffs()
     first = list(itertools.islice(backoffs, 40))

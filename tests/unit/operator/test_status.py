@@ -394,12 +394,23 @@ def test_validation_failure_creates_nothing(job):
 def test_terminal_phases_are_never_resurrected(job, make_spec, phase, change):
     spec = make_spec(runPolicy__suspend=change.get("spec_suspend", False),
                      runPolicy__cleanupPolicy="KeepAll")  # fmt: skip
-    st = {"phase": phase, "reason": "X", "completionTime": EARLIER, "metrics": {"acc": 1.0}}
+    st = {"phase": phase, "reason": "X", "completionTime": EARLIER, "metrics": {"acc": 1.0},
+          "observedGeneration": 2}  # fmt: skip
     pods = cluster_pods(job, spec) if change.get("pods") else ()
     plan = decide(observe(job, spec, st, pods, change.get("ray")))
     assert plan.status.phase == phase
     assert plan.patch(TrainingJobStatus.model_validate(st)) == {}
     assert not actions_of(plan, SubmitRayJob) and not actions_of(plan, EnsureCluster)
+
+
+def test_a_spec_edited_after_the_end_is_observed_and_changes_nothing_else(job, make_spec):
+    """GitOps tools (kstatus, Argo CD) wait while observedGeneration is behind."""
+    spec = make_spec(runPolicy__cleanupPolicy="KeepAll")
+    st = {"phase": "Succeeded", "reason": "Succeeded", "completionTime": EARLIER,
+          "observedGeneration": 1}  # fmt: skip
+    plan = decide(observe(job, spec, st))
+    assert plan.patch(TrainingJobStatus.model_validate(st)) == {"observedGeneration": 2}
+    assert plan.actions == [] and plan.events == []
 
 
 def test_cleanup_finishes_after_an_interruption_and_ttl_deletes(job, make_spec):
@@ -827,3 +838,58 @@ def test_a_worker_out_of_memory_is_reported_as_oomkilled_and_retried(job, make_s
     assert (st.phase, st.reason, st.failedAttempts) == ("Retrying", "OOMKilled", 1)
     assert "ran out of memory" in st.message
     assert st.attemptHistory[-1].reason == "OOMKilled"
+
+
+# ------------------------------------------------------- kstatus: Reconciling, Stalled
+
+
+def settled(status):
+    """(status, reason) of the two conditions kstatus reads on any resource."""
+    return {t: (cond(status, t).status, cond(status, t).reason) for t in ("Reconciling", "Stalled")}
+
+
+def test_reconciling_and_stalled_follow_the_phase(job, make_spec):
+    """kstatus (Flux, kpt) knows no phases: Reconciling True reads InProgress, Stalled True
+    Failed, both False Current. Their message is the phase's."""
+    spec = make_spec(runPolicy__backoffLimit=0)
+    pods = cluster_pods(job, spec)
+    pending = decide(observe(job, spec)).status
+    assert settled(pending) == {"Reconciling": ("True", "Scheduling"),
+                                "Stalled": ("False", "Scheduling")}  # fmt: skip
+    assert cond(pending, "Reconciling").message == pending.message
+
+    later = NOW + timedelta(seconds=30)
+    running_ = decide(observe(job, spec, pending.model_dump(), pods, now=later)).status
+    assert settled(running_)["Reconciling"] == ("True", "RayJobSubmitted")
+    assert cond(running_, "Reconciling").lastTransitionTime == timestamp(NOW), "still True"
+
+    ok = decide(observe(job, spec, running_.model_dump(), pods, RayJobState("SUCCEEDED"))).status
+    assert settled(ok) == {"Reconciling": ("False", "Succeeded"), "Stalled": ("False", "Succeeded")}
+    assert cond(ok, "Succeeded").status == "True", "kubectl wait --for=condition=Succeeded"
+
+    ray = RayJobState("FAILED", "boom")
+    failed = decide(observe(job, spec, running_.model_dump(), pods, ray)).status
+    assert settled(failed) == {"Reconciling": ("False", "RayJobFailed"),
+                               "Stalled": ("True", "RayJobFailed")}  # fmt: skip
+    assert cond(failed, "Stalled").message == failed.message
+    assert cond(failed, "Failed").status == "True"
+
+
+def test_a_suspended_job_is_settled_and_a_resumed_one_reconciles_again(job, make_spec):
+    spec = make_spec(runPolicy__suspend=True)
+    plan = decide(observe(job, spec, running(job), cluster_pods(job, spec), RayJobState("RUNNING")))
+    assert settled(plan.status) == {"Reconciling": ("False", "Suspended"),
+                                    "Stalled": ("False", "Suspended")}  # fmt: skip
+    later = NOW + timedelta(minutes=5)
+    resumed = make_spec(runPolicy__suspend=False)
+    again = decide(observe(job, resumed, plan.status.model_dump(), (), now=later)).status
+    assert settled(again)["Reconciling"] == ("True", "Scheduling")
+    assert cond(again, "Reconciling").lastTransitionTime == timestamp(later)
+
+
+def test_a_failed_submission_says_so_in_reconciling(job, make_spec):
+    spec = make_spec()
+    plan = submission_failed(observe(job, spec, {}, cluster_pods(job, spec)), "HTTP 500")
+    reconciling = cond(plan.status, "Reconciling")
+    assert (reconciling.status, reconciling.reason) == ("True", "SubmissionFailed")
+    assert reconciling.message == plan.status.message

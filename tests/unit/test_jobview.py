@@ -1,0 +1,60 @@
+"""What the cluster commands print: the table, the one-line progress and ``describe``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from kubetrain.jobview import age, describe, table
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+JOB = {
+    "metadata": {"name": "digits", "namespace": "ml", "creationTimestamp": "2026-01-01T11:00:00Z"},
+    "spec": {"model": {"type": "cnn"}},
+    "status": {
+        "phase": "Running", "reason": "RayJobSubmitted", "message": "attempt 2 submitted",
+        "progress": {"stage": "training", "epoch": 4, "totalEpochs": 10, "percent": 44,
+                     "samplesPerSecond": 9120.4, "etaSeconds": 12},
+        "keyMetric": "val_accuracy=0.91", "metrics": {"val_accuracy": 0.912345},
+        "conditions": [{"type": "Running", "status": "True", "reason": "RayJobRunning",
+                        "message": "Ray job x is running"}],
+        "dataStats": {"rowsRead": 1797, "rowsAfterCleaning": 1797, "trainRows": 1437,
+                      "validationRows": 360,
+                      "droppedByRule": [{"rule": "dropNulls", "dropped": 0}]},
+        "artifacts": {"outputUri": "/output/digits", "logUri": "/output/digits/logs/driver.log"},
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("created", "shown"),
+    [("2026-01-01T11:59:15Z", "45s"), ("2026-01-01T11:48:00Z", "12m"),
+     ("2026-01-01T09:00:00Z", "3h"), ("2025-12-27T12:00:00Z", "5d"), (None, "<unknown>")],
+)  # fmt: skip
+def test_ages_read_like_kubectl(created, shown):
+    assert age(created, NOW) == shown
+
+
+def test_the_table_has_the_printer_columns_and_the_stage():
+    new = {"metadata": {"name": "fresh-one", "creationTimestamp": "2026-01-01T11:59:50Z"}}
+    assert table([JOB, new], NOW).splitlines() == [
+        "NAME        PHASE     STAGE      PROGRESS   METRIC              MODEL   AGE",
+        "digits      Running   training   44%        val_accuracy=0.91   cnn     60m",
+        "fresh-one   <new>                                                       10s",
+    ]
+
+
+def test_describe_is_readable():
+    events = [{"type": "Normal", "reason": "ClusterReady", "message": "ready", "count": 2}]
+    text = describe(JOB, events)
+    for line in ("Name:        digits", "Model:       cnn (classification)",
+                 "Phase:       Running (RayJobSubmitted)",
+                 "  Running=True RayJobRunning: Ray job x is running",
+                 "  stage training, epoch 4/10, 44%, 9120 samples/s, eta 12s",
+                 "  rows read: 1797", "  dropped by dropNulls: 0", "  val_accuracy = 0.9123",
+                 "  driver log: /output/digits/logs/driver.log",
+                 "  Normal ClusterReady (x2): ready"):  # fmt: skip
+        assert line in text.splitlines(), (line, text)
