@@ -618,6 +618,12 @@ class ModelSpec(ApiModel):
             )
         return task
 
+    @property
+    def effective_task(self) -> Task:
+        """The task, never None: validation fills it in from the type, but a model built
+        without validation (``model_construct``) may not have it."""
+        return self.task or _TASKS_BY_TYPE[self.type][0]
+
     def section(self) -> CnnSpec | RnnSpec | VaeSpec | MlpSpec:
         """The type's settings, defaulted when the manifest left them out."""
         current = getattr(self, self.type)
@@ -990,7 +996,7 @@ class TrainingJobSpec(ApiModel):
 
     @model_validator(mode="after")
     def _stopping_metric_reported(self) -> TrainingJobSpec:
-        stopping, task = self.training.earlyStopping, self.model.task or "classification"
+        stopping, task = self.training.earlyStopping, self.model.effective_task
         if stopping is None:
             return self
         known = (*TASK_METRICS[task], *TIMING_METRICS)

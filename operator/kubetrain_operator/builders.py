@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from kubetrain.api.contract import ENV_JOB_NAMESPACE, OUTPUT_MOUNT, cluster_output_uri
 from kubetrain.api.raynode import NODE_GUARD, head_node, worker_node
 from kubetrain.api.v1alpha1 import (
     API_VERSION,
@@ -31,6 +32,7 @@ from kubetrain.api.v1alpha1 import (
     is_object_store,
 )
 
+from .actions import Event
 from .config import OperatorConfig
 from .naming import (
     ANNOTATION_TEMPLATE,
@@ -47,13 +49,11 @@ from .naming import (
     SPEC_FILE,
     JobRef,
 )
-from .status import Event
 from .validation import Placement
 
 API_DEFAULT_IMAGE = ClusterSpec.model_fields["image"].default
 #: The dashboard agent's port: the workers' readiness probe asks their raylet through it.
 AGENT_PORT = 52365
-OUTPUT_MOUNT = "/output"
 VOLCANO_API = "scheduling.volcano.sh/v1beta1"
 #: The annotation by which Volcano finds a pod's PodGroup.
 VOLCANO_GROUP = "scheduling.k8s.io/group-name"
@@ -200,7 +200,7 @@ def runtime_spec_document(job: JobRef, spec: TrainingJobSpec, config: OperatorCo
     output location filled in when the job has a shared volume."""
     body = spec.model_dump(mode="json", exclude_none=True)
     if output_claim(spec, config) and not spec.output.uri:
-        body["output"]["uri"] = f"{OUTPUT_MOUNT}/{job.namespace}/{job.cluster}"
+        body["output"]["uri"] = cluster_output_uri(job.namespace, job.cluster)
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -323,10 +323,7 @@ def _env(job: JobRef, config: OperatorConfig) -> list[Obj]:
         # itself; per-job Ray tokens would need a Secret per job for no gain here.
         {"name": "RAY_AUTH_MODE", "value": "disabled"},
         {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
-        {"name": "KUBETRAIN_JOB_NAME", "value": job.name},
-        {"name": "KUBETRAIN_JOB_NAMESPACE", "value": job.namespace},
-        {"name": "KUBETRAIN_JOB_UID", "value": job.uid},
-        {"name": "KUBETRAIN_SPEC", "value": f"{config.specMountPath}/{SPEC_FILE}"},
+        {"name": ENV_JOB_NAMESPACE, "value": job.namespace},
     ]
 
 
@@ -522,8 +519,8 @@ def entrypoint(config: OperatorConfig) -> str:
 
 
 def submission_request(job: JobRef, attempt: int, config: OperatorConfig) -> Obj:
-    """Body of Ray's ``POST /api/jobs/``. The attempt goes into the metadata and the env so
-    that the runtime can tell a retry (resume from the checkpoint) from a first run."""
+    """Body of Ray's ``POST /api/jobs/``. The metadata is for people reading Ray's job
+    list; the runtime finds a retry's checkpoint on the output location, not from here."""
     return {
         "entrypoint": entrypoint(config),
         "submission_id": job.submission_id(attempt),
@@ -532,7 +529,6 @@ def submission_request(job: JobRef, attempt: int, config: OperatorConfig) -> Obj
             "kubetrain.io/namespace": job.namespace,
             "kubetrain.io/attempt": str(attempt),
         },
-        "runtime_env": {"env_vars": {"KUBETRAIN_ATTEMPT": str(attempt)}},
     }
 
 

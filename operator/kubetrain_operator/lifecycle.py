@@ -12,13 +12,14 @@ from typing import Any
 import kopf
 
 from . import apihealth, builders, metrics
+from .actions import Event
 from .apihealth import ApiHealth
 from .config import OperatorConfig
 from .kube import ApiError, KubeApi
 from .naming import LABEL_MANAGED_BY, MANAGED_BY, JobRef
 from .podwatch import PodStore, PodWatch
 from .reconcile import Context, reconcile
-from .status import Event
+from .status import now_utc
 
 FINALIZER = "kubetrain.io/finalizer"
 #: How often the job versions in kopf's live bodies are compared (seconds).
@@ -220,7 +221,7 @@ async def _follow(
         if written is not None:
             continue
         phase = (body.get("status") or {}).get("phase")
-        timeout = interval if retry else ctx.next_look_in(uid, phase, interval)
+        timeout = interval if retry else ctx.next_look_in(uid, phase, interval, now_utc())
         if await _sleep_until_woken(wake, timeout):
             await asyncio.sleep(SETTLE)
 

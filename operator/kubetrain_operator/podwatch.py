@@ -5,7 +5,7 @@ machinery (diff base, progress storage, handler invocation), and decodes it with
 standard ``json`` module. A job's three pods bring a dozen events on the way to Ready, and
 at a thousand jobs that was the largest share of the operator's CPU (BENCHMARKS.md). Here each
 event is decoded by msgspec into :data:`WatchEvent`, which names only the fields that
-:func:`~.status.summarize_pod` reads: managed fields, container specs and the rest are skipped
+:func:`~.observe.summarize_pod` reads: managed fields, container specs and the rest are skipped
 without being built. Then a small frozen summary; a job's follower is woken only when its
 summary actually changed.
 
@@ -27,7 +27,7 @@ import msgspec
 from . import metrics
 from .kube import KubeApi
 from .naming import LABEL_JOB_UID
-from .status import PodState, summarize_pod
+from .observe import PodState, summarize_pod
 
 log = logging.getLogger(__name__)
 

@@ -19,27 +19,27 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
+from kubetrain.api.contract import OPERATOR_STATUS_FIELDS
 from kubetrain.api.v1alpha1 import TERMINAL_PHASES, TrainingJobSpec, TrainingJobStatus
 from kubetrain.errors import SpecError
 
 from . import builders, metrics, status
-from .config import OperatorConfig
-from .kube import ApiError, KubeApi
-from .naming import DASHBOARD_PORT, KUEUE_QUEUE, ROLE_HEAD, ROLE_WORKER, JobRef
-from .rayjobs import RayJobsClient, RayJobsError
-from .status import (
+from .actions import (
+    Action,
     DeleteJob,
     DeletePods,
     DeleteService,
     EnsureCluster,
     Event,
-    Observed,
-    PodState,
-    RayJobState,
     SaveDriverLog,
     StopRayJob,
     SubmitRayJob,
 )
+from .config import OperatorConfig
+from .kube import ApiError, KubeApi
+from .naming import DASHBOARD_PORT, KUEUE_QUEUE, ROLE_HEAD, ROLE_WORKER, JobRef
+from .observe import Observed, PodState, RayJobState, parse_final_report
+from .rayjobs import RayJobsClient, RayJobsError
 from .validation import check_job_name, parse_spec, resolve_placement
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,23 @@ EVENT_COMPONENT = "kubetrain-operator"
 #: not: a safety net, as controller-runtime's resync, not how anything is noticed.
 RESYNC_SECONDS = 300.0
 SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+@dataclass(frozen=True)
+class Sight:
+    """What a look decided from, besides the clock: the job's version and its pods."""
+
+    resource_version: str | None
+    pods: tuple[PodState, ...]
+
+
+@dataclass(frozen=True)
+class LastLook:
+    """A look that changed nothing: what it saw, and until when the same sight needs no
+    new look (None: until something changes)."""
+
+    sight: Sight
+    quiet_until: datetime | None
 
 
 @dataclass
@@ -65,7 +82,7 @@ class Context:
     #: look in between must not take them for missing and create them again.
     expectations: dict[str, dict[str, float]] = field(default_factory=dict)
     #: Per job: what the last look saw, and until when the same sight needs no new look.
-    looks: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    looks: dict[str, LastLook] = field(default_factory=dict)
     #: Jobs creating their children at the same time (``concurrentProvisions``): under a
     #: burst, jobs finish provisioning one batch after another instead of all at the end.
     provision_slots: asyncio.Semaphore = field(init=False)
@@ -118,7 +135,9 @@ class Context:
         ]
         await asyncio.gather(*(_post_event(self.kube, body) for body in bodies))
 
-    def next_look_in(self, uid: str, phase: str | None, interval: float) -> float | None:
+    def next_look_in(
+        self, uid: str, phase: str | None, interval: float, now: datetime
+    ) -> float | None:
         """Seconds until a job must be looked at again although nothing it is woken by (its
         job, its pods) changed; None: only on a change. A running job: every ``interval``,
         as Ray's state is not watched. Any other job: at its next deadline (startup, TTL),
@@ -126,11 +145,8 @@ class Context:
         look = self.looks.get(uid)
         if look is None:
             return interval
-        deadline: datetime | None = look[1]
-        if deadline is None:
-            until = None
-        else:
-            until = max(0.0, (deadline - status.now_utc()).total_seconds())
+        deadline = look.quiet_until
+        until = None if deadline is None else max(0.0, (deadline - now).total_seconds())
         if phase == "Running":
             return interval if until is None else min(interval, until)
         if phase in TERMINAL_PHASES or phase == "Suspended":
@@ -202,7 +218,7 @@ def _current_status(raw: dict[str, Any] | None) -> TrainingJobStatus:
     try:
         return TrainingJobStatus.model_validate(raw)
     except ValidationError:
-        owned = {k: v for k, v in raw.items() if k in status.OWNED_FIELDS}
+        owned = {k: v for k, v in raw.items() if k in OPERATOR_STATUS_FIELDS}
         try:
             return TrainingJobStatus.model_validate(owned)
         except ValidationError:
@@ -256,7 +272,7 @@ async def _observe_ray(ctx: Context, job: JobRef, current: TrainingJobStatus) ->
             return RayJobState("NOT_FOUND", f"Ray does not know {current.submissionId}")
         final = None
         if info.status in ("SUCCEEDED", "FAILED"):
-            final = status.parse_final_report(await client.logs(current.submissionId))
+            final = parse_final_report(await client.logs(current.submissionId))
         return RayJobState(info.status, info.message, final, info.exit_code)  # type: ignore[arg-type]
     except RayJobsError as exc:
         return RayJobState("UNREACHABLE", str(exc))
@@ -284,10 +300,10 @@ async def reconcile(
     expected = builders.expected_pod_names(job, spec) if spec else ()
     seen = _with_expected_pods(ctx, job.uid, tuple(sorted(pods, key=lambda p: p.name)))
     now = status.now_utc()
-    sight = (body["metadata"].get("resourceVersion"), seen)
+    sight = Sight(body["metadata"].get("resourceVersion"), seen)
     last = ctx.looks.get(job.uid)
-    unchanged = last is not None and last[0] == sight and current.phase != "Running"
-    if unchanged and (last[1] is None or now < last[1]):  # type: ignore[index]
+    unchanged = last is not None and last.sight == sight and current.phase != "Running"
+    if unchanged and (last.quiet_until is None or now < last.quiet_until):  # type: ignore[union-attr]
         return {}  # nothing decide looks at has changed since it was answered
     ray = await _observe_ray(ctx, job, current)
     observed = Observed(
@@ -313,7 +329,7 @@ async def reconcile(
         plan = status.submission_failed(observed, str(exc))
     else:
         if not plan.actions and not plan.patch(current):
-            _bounded(ctx.looks)[job.uid] = (sight, status.next_deadline(observed))
+            _bounded(ctx.looks)[job.uid] = LastLook(sight, status.next_deadline(observed))
     for event in plan.events:
         post_event(event)
     metrics.observe_phase(job.uid, plan.status.phase)
@@ -329,7 +345,7 @@ async def _execute(
     ctx: Context,
     job: JobRef,
     children: builders.Children | None,
-    actions: list[status.Action],
+    actions: list[Action],
     *,
     logger: logging.Logger | logging.LoggerAdapter[Any],
 ) -> None:

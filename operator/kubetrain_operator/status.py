@@ -18,12 +18,12 @@ that GitOps tools never wait for a look at the current spec that would change no
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+from kubetrain.api.contract import OPERATOR_STATUS_FIELDS, RUNTIME_STATUS_FIELDS
 from kubetrain.api.crd import DEFAULT_MAX_LENGTH
 from kubetrain.api.v1alpha1 import (
     MAX_ATTEMPT_RECORDS,
@@ -36,31 +36,21 @@ from kubetrain.api.v1alpha1 import (
     TrainingJobSpec,
     TrainingJobStatus,
 )
-from kubetrain.errors import EXIT_OUT_OF_MEMORY, SpecError, UserError
+from kubetrain.errors import EXIT_OUT_OF_MEMORY, UserError
 
-from .naming import ANNOTATION_TEMPLATE, ROLE_HEAD, JobRef
-
-#: Container waiting reasons that mean the cluster will not come up by itself. They are
-#: surfaced at once; the job fails when the startup deadline passes.
-BLOCKING_REASONS = frozenset(
-    {"ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError",
-     "CreateContainerError", "RunContainerError"}
-)  # fmt: skip
-#: Reasons no amount of waiting can fix: fail at once instead of at the deadline.
-DETERMINISTIC_REASONS = frozenset({"InvalidImageName", "ErrImageNeverPull"})
-#: The operator writes these status fields; the runtime's reporter writes the others
-#: (progress, metrics, dataStats, artifacts) and the operator only fills them at the end.
-OWNED_FIELDS = (
-    "phase", "reason", "message", "conditions", "observedGeneration", "startTime",
-    "completionTime", "attempts", "failedAttempts", "attemptHistory", "rayClusterName",
-    "dashboardURL",
-    "submissionId",
-)  # fmt: skip
-FINAL_FIELDS = ("progress", "metrics", "keyMetric", "dataStats", "artifacts")
-
-RayStatus = Literal[
-    "PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED", "NOT_FOUND", "UNREACHABLE"
-]  # fmt: skip
+from .actions import (
+    Action,
+    DeleteJob,
+    DeletePods,
+    DeleteService,
+    EnsureCluster,
+    Event,
+    SaveDriverLog,
+    StopRayJob,
+    SubmitRayJob,
+)
+from .naming import ROLE_HEAD
+from .observe import DETERMINISTIC_REASONS, FinalReport, Observed, PodState
 
 
 def now_utc() -> datetime:
@@ -110,192 +100,6 @@ def parse_time(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-# ------------------------------------------------------------------ observations
-
-
-@dataclass(frozen=True)
-class PodState:
-    """What matters of one pod, small enough to keep thousands in the operator's pod store."""
-
-    name: str
-    role: str
-    phase: str
-    ready: bool
-    terminating: bool
-    node: str | None = None
-    created: str | None = None
-    problem: tuple[str, str] | None = None  # (reason, message) from scheduler or kubelet
-    template: str | None = None  # the pod-template hash it was built with
-    gated: bool = False  # held back by a scheduling gate (e.g. Kueue, until admitted)
-
-
-def summarize_pod(body: dict[str, Any]) -> PodState:
-    """Reduce a pod to a PodState, finding the reason it cannot run, if any: the
-    scheduler's Unschedulable message, a kubelet waiting reason, or a failed container."""
-    meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status", {})
-    conditions = {c.get("type"): c for c in status.get("conditions") or []}
-    ready = conditions.get("Ready", {}).get("status") == "True"
-    problem: tuple[str, str] | None = None
-    scheduled = conditions.get("PodScheduled", {})
-    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
-        problem = ("Unschedulable", scheduled.get("message", ""))
-    containers = (status.get("initContainerStatuses") or []) + (
-        status.get("containerStatuses") or []
-    )
-    for container in containers:
-        state = container.get("state") or {}
-        waiting = state.get("waiting") or {}
-        reason = waiting.get("reason")
-        if reason in BLOCKING_REASONS or reason in DETERMINISTIC_REASONS:
-            message = waiting.get("message") or ""
-            problem = (reason, f"container {container.get('name')}: {message}".rstrip(": "))
-            break
-    phase = status.get("phase", "Pending")
-    if phase in ("Failed", "Succeeded") and problem is None:
-        reason = status.get("reason") or _oom_killed(containers) or "PodFailed"
-        detail = status.get("message") or _terminated(containers) or f"pod phase {phase}"
-        problem = (reason, detail)
-    return PodState(
-        name=meta.get("name", ""),
-        role=(meta.get("labels") or {}).get("kubetrain.io/role", ""),
-        phase=phase,
-        ready=ready,
-        terminating=meta.get("deletionTimestamp") is not None,
-        node=spec.get("nodeName"),
-        created=meta.get("creationTimestamp"),
-        problem=problem,
-        template=(meta.get("annotations") or {}).get(ANNOTATION_TEMPLATE),
-        gated=bool(spec.get("schedulingGates")),
-    )
-
-
-def _oom_killed(containers: list[dict[str, Any]]) -> str | None:
-    """``OOMKilled`` when a container was ended for exceeding its memory limit."""
-    for container in containers:
-        done = (container.get("state") or {}).get("terminated") or {}
-        if done.get("reason") == "OOMKilled":
-            return "OOMKilled"
-    return None
-
-
-def _terminated(containers: list[dict[str, Any]]) -> str:
-    for container in containers:
-        done = (container.get("state") or {}).get("terminated")
-        if done:
-            return (
-                f"container {container.get('name')} exited with code "
-                f"{done.get('exitCode')} ({done.get('reason', 'Error')})"
-            )
-    return ""
-
-
-@dataclass(frozen=True)
-class FinalReport:
-    """Final results recovered from the Ray job's logs (``KUBETRAIN_EVENT`` lines), so
-    that they survive even when the live status reporter could not write."""
-
-    metrics: dict[str, float] = field(default_factory=dict)
-    key_metric: str | None = None
-    artifacts: dict[str, Any] | None = None
-    data_stats: dict[str, Any] | None = None
-    #: The one line the runtime gave when it finished (its error, when it failed).
-    message: str | None = None
-
-
-@dataclass(frozen=True)
-class RayJobState:
-    status: RayStatus
-    message: str = ""
-    final: FinalReport | None = None
-    exit_code: int | None = None
-
-
-@dataclass(frozen=True)
-class Observed:
-    """Everything ``decide`` looks at. ``spec_error`` is set instead of ``spec`` when
-    validation failed."""
-
-    job: JobRef
-    generation: int
-    status: TrainingJobStatus
-    now: datetime
-    spec: TrainingJobSpec | None = None
-    spec_error: SpecError | None = None
-    expected_pods: tuple[str, ...] = ()
-    #: Template hash of each expected pod as the current spec builds it (empty: unknown).
-    pod_templates: Mapping[str, str] = field(default_factory=dict)
-    pods: tuple[PodState, ...] = ()
-    ray: RayJobState | None = None
-    submit_enabled: bool = True
-    #: Why checkpoints and outputs would not be on shared storage (None: they are).
-    storage_problem: str | None = None
-    #: ``runPolicy.ttlSecondsAfterFinished`` as written, for a spec that failed validation
-    #: (a rejected job is cleaned up by its TTL like any other finished job).
-    raw_ttl: int | None = None
-
-    @property
-    def ttl_after_finished(self) -> int | None:
-        return self.spec.runPolicy.ttlSecondsAfterFinished if self.spec else self.raw_ttl
-
-
-# ---------------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True)
-class EnsureCluster:
-    """Create the setup objects (if ``setup``) and the pods named in ``pods``."""
-
-    pods: tuple[str, ...]
-    setup: bool
-
-
-@dataclass(frozen=True)
-class DeletePods:
-    names: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class DeleteService:
-    pass
-
-
-@dataclass(frozen=True)
-class SubmitRayJob:
-    attempt: int
-
-
-@dataclass(frozen=True)
-class StopRayJob:
-    submission_id: str
-
-
-@dataclass(frozen=True)
-class DeleteJob:
-    """ttlSecondsAfterFinished has passed."""
-
-
-@dataclass(frozen=True)
-class SaveDriverLog:
-    """Copy the Ray job's driver log into a ConfigMap owned by the job, before the head
-    pod (and with it Ray's copy) is deleted. Best effort: a head that is already gone has
-    no log to give, and the cleanup must not wait for it."""
-
-    submission_id: str
-
-
-Action = (
-    EnsureCluster | DeletePods | DeleteService | SubmitRayJob | StopRayJob | DeleteJob
-    | SaveDriverLog
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
 @dataclass
 class Plan:
     status: TrainingJobStatus
@@ -311,7 +115,7 @@ def status_patch(current: TrainingJobStatus, desired: TrainingJobStatus) -> dict
     before = current.model_dump(mode="json", exclude_none=True)
     after = desired.model_dump(mode="json", exclude_none=True)
     patch: dict[str, Any] = {}
-    for key in (*OWNED_FIELDS, *FINAL_FIELDS):
+    for key in (*OPERATOR_STATUS_FIELDS, *RUNTIME_STATUS_FIELDS):
         if before.get(key) != after.get(key):
             # A field the desired status drops is deleted with null (merge-patch).
             patch[key] = after.get(key)
@@ -488,62 +292,83 @@ def _storage(w: _Writer, problem: str | None) -> None:
 
 
 def _provision(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHealth) -> Plan:
-    st = w.status
-    failed_now = _failed_since_last_attempt(st, obs.pods, health.broken)
+    """Before the Ray job runs: repair and complete the cluster, then submit once it is
+    ready, else wait (queued, or within the startup deadline) or fail fast."""
+    failed_now = _failed_since_last_attempt(w.status, obs.pods, health.broken)
     if failed_now:
         # A Ray pod that exits before the job runs (OOMKilled at start, a crash) is a
         # failed attempt like one during training: counted, retried within backoffLimit.
         loss = _describe_loss(obs, failed_now)
         w.condition("ClusterReady", False, "ClusterFailed", loss.message)
         return _attempt_failed(obs, w, spec, loss, stop=False)
+    _replace_pods(w, health)
+    _create_missing(obs, w, health)
+    queued = _queued(w, health)  # (also records the admission once the gates are gone)
+    if health.ready:
+        return _submit(obs, w, spec)
+    if queued is not None:
+        # Waiting in a queue is not a failure to start: no startup deadline meanwhile.
+        w.condition("ClusterReady", False, "Queued", queued)
+        if w.status.phase != "Retrying":
+            w.phase("Pending", "Queued", queued)
+        return w.plan()
+    return _wait_for_cluster(obs, w, spec, health)
+
+
+def _replace_pods(w: _Writer, health: ClusterHealth) -> None:
+    """Delete broken pods, and pods built from an older spec.cluster (pool, resources,
+    image, ...): they are created again from the new spec once gone."""
     if health.broken:
         w.actions.append(DeletePods(health.broken))
     if health.outdated:
-        # spec.cluster (pool, resources, image, ...) changed before the job ran: replace
-        # those pods; they are created again from the new spec once gone.
         w.actions.append(DeletePods(health.outdated))
         names = ", ".join(health.outdated)
         w.events.append(
             Event("Normal", "ClusterSpecChanged", f"spec.cluster changed: replacing {names}")
         )
-    elif _condition_reason(st, "ClusterUpToDate") == "SpecChanged" and not health.missing:
+    elif _condition_reason(w.status, "ClusterUpToDate") == "SpecChanged" and not health.missing:
         w.condition(
             "ClusterUpToDate", True, "SpecApplied", "every pod is built from the current spec"
         )
+
+
+def _create_missing(obs: Observed, w: _Writer, health: ClusterHealth) -> None:
+    """Create missing pods. Setup objects are (re)applied with the first pods and whenever
+    the whole cluster is missing; AlreadyExists answers make this idempotent."""
     if health.missing:
-        # Setup objects are (re)applied with the first pods and whenever the whole cluster
-        # is missing; AlreadyExists answers make this idempotent.
         setup = len(health.missing) == len(obs.expected_pods)
         w.actions.append(EnsureCluster(health.missing, setup))
 
-    queued = _queued(w, health)  # (also records the admission once the gates are gone)
-    if health.ready:
-        w.condition("ClusterReady", True, "ClusterReady", "head and all workers are ready")
-        if not obs.submit_enabled:
-            w.phase("Provisioning", "ClusterReady", "Ray cluster ready; submission disabled")
-            return w.plan()
-        attempt = (st.attempts or 0) + 1
-        st.attempts = attempt
-        st.submissionId = obs.job.submission_id(attempt)
-        w.actions.append(SubmitRayJob(attempt))
-        resumed = attempt > 1
-        message = f"attempt {attempt} submitted" + (", resuming from the last checkpoint"
-                                                     if resumed else "")  # fmt: skip
-        w.phase("Running", "RayJobSubmitted", message)
-        w.condition("Running", True, "RayJobSubmitted", message)
-        if st.progress is None:
-            st.progress = Progress(stage="data", totalEpochs=spec.training.epochs)
-        elif resumed:
-            st.progress = st.progress.model_copy(update={"stage": "data"})
-        return w.plan()
 
-    if queued is not None:
-        # Waiting in a queue is not a failure to start: no startup deadline meanwhile.
-        w.condition("ClusterReady", False, "Queued", queued)
-        if st.phase != "Retrying":
-            w.phase("Pending", "Queued", queued)
+def _submit(obs: Observed, w: _Writer, spec: TrainingJobSpec) -> Plan:
+    """The cluster is ready: submit the next attempt (a retry resumes from its checkpoint)."""
+    st = w.status
+    w.condition("ClusterReady", True, "ClusterReady", "head and all workers are ready")
+    if not obs.submit_enabled:
+        w.phase("Provisioning", "ClusterReady", "Ray cluster ready; submission disabled")
         return w.plan()
+    attempt = (st.attempts or 0) + 1
+    st.attempts = attempt
+    st.submissionId = obs.job.submission_id(attempt)
+    w.actions.append(SubmitRayJob(attempt))
+    resumed = attempt > 1
+    message = f"attempt {attempt} submitted" + (", resuming from the last checkpoint"
+                                                 if resumed else "")  # fmt: skip
+    w.phase("Running", "RayJobSubmitted", message)
+    w.condition("Running", True, "RayJobSubmitted", message)
+    if st.progress is None:
+        st.progress = Progress(stage="data", totalEpochs=spec.training.epochs)
+    elif resumed:
+        st.progress = st.progress.model_copy(update={"stage": "data"})
+    return w.plan()
 
+
+def _wait_for_cluster(
+    obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHealth
+) -> Plan:
+    """Not ready yet: say why, fail at once on a reason no wait can fix, and at the
+    startup deadline on any other."""
+    st = w.status
     if health.problem is not None:
         reason, message = health.problem
         if reason in DETERMINISTIC_REASONS:
@@ -555,22 +380,34 @@ def _provision(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: Cluster
         reason = "Provisioning" if health.all_scheduled else "Scheduling"
         message = f"waiting for {len(obs.expected_pods)} Ray pods to be running and ready"
     w.condition("ClusterReady", False, reason, message)
-
-    limit = spec.runPolicy.startupDeadlineSeconds
-    since = _startup_since(st, health, obs.now)
-    if obs.now - since > _seconds(limit):
-        why = f"Ray cluster not ready within startupDeadlineSeconds ({limit}s)"
-        final_reason = reason if health.problem else "StartupDeadlineExceeded"
-        w.finish(False, final_reason, f"{why}: {message}" if health.problem else why)
-        _cleanup(obs, w)
+    if _past_startup_deadline(obs, w, spec, health, (reason, message)):
         return w.plan()
-
     if st.phase != "Retrying":
         phase = "Provisioning" if health.all_scheduled else "Pending"
         w.phase(phase, reason, message, warning=health.problem is not None)
     elif health.problem is not None:
         st.message = fit_message(message)
     return w.plan()
+
+
+def _past_startup_deadline(
+    obs: Observed,
+    w: _Writer,
+    spec: TrainingJobSpec,
+    health: ClusterHealth,
+    waiting: tuple[str, str],
+) -> bool:
+    """Fail the job (and clean up) once startupDeadlineSeconds has passed; True then."""
+    limit = spec.runPolicy.startupDeadlineSeconds
+    since = _startup_since(w.status, health, obs.now)
+    if obs.now - since <= _seconds(limit):
+        return False
+    reason, message = waiting
+    why = f"Ray cluster not ready within startupDeadlineSeconds ({limit}s)"
+    final_reason = reason if health.problem else "StartupDeadlineExceeded"
+    w.finish(False, final_reason, f"{why}: {message}" if health.problem else why)
+    _cleanup(obs, w)
+    return True
 
 
 def _follow(obs: Observed, w: _Writer, spec: TrainingJobSpec, health: ClusterHealth) -> Plan:
@@ -838,50 +675,6 @@ def _condition_since(st: TrainingJobStatus, type_: str) -> datetime | None:
 def _condition_reason(st: TrainingJobStatus, type_: str) -> str | None:
     cond = next((c for c in st.conditions if c.type == type_), None)
     return cond.reason if cond else None
-
-
-# ----------------------------------------------------------------- log events
-
-EVENT_PREFIX = "KUBETRAIN_EVENT "
-
-
-def parse_final_report(logs: str) -> FinalReport | None:
-    """Fold the runtime's ``KUBETRAIN_EVENT {json}`` log lines into final results: the last
-    metrics, artifacts and data statistics win. Unparseable lines are skipped."""
-    metrics: dict[str, float] = {}
-    key_metric: str | None = None
-    artifacts: dict[str, Any] | None = None
-    data_stats: dict[str, Any] | None = None
-    message: str | None = None
-    found = False
-    for line in logs.splitlines():
-        at = line.find(EVENT_PREFIX)
-        if at < 0:
-            continue
-        try:
-            event = json.loads(line[at + len(EVENT_PREFIX) :])
-        except ValueError:
-            continue
-        if not isinstance(event, dict):
-            continue
-        found = True
-        if isinstance(event.get("metrics"), dict):
-            metrics.update(
-                {k: float(v) for k, v in event["metrics"].items() if isinstance(v, int | float)}
-            )
-        key_metric = event.get("keyMetric") or key_metric
-        if isinstance(event.get("artifacts"), dict):
-            artifacts = {**(artifacts or {}), **event["artifacts"]}
-        if isinstance(event.get("dataStats"), dict):
-            data_stats = {**(data_stats or {}), **event["dataStats"]}
-        if event.get("event") == "finished" and isinstance(event.get("message"), str):
-            message = event["message"]
-        if event.get("event") == "checkpoint" and event.get("uri"):
-            checkpoint = {"latestCheckpoint": event["uri"], "checkpointEpoch": event.get("epoch")}
-            artifacts = {**(artifacts or {}), **checkpoint}
-    if not found:
-        return None
-    return FinalReport(metrics, key_metric, artifacts, data_stats, message)
 
 
 def submission_failed(obs: Observed, error: str) -> Plan:

@@ -18,14 +18,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kubetrain.api.contract import ENV_OUTPUT_ROOT, default_output_uri
 from kubetrain.errors import EXIT_OUT_OF_MEMORY, UserError
 
 
 def output_uri(name: str, spec_uri: str | None, override: str | None) -> str:
-    if override or spec_uri:
-        return str(override or spec_uri)
-    root = os.environ.get("KUBETRAIN_OUTPUT_ROOT", "runs")
-    return f"{root.rstrip('/')}/{name}"
+    return default_output_uri(name, spec_uri, override, os.environ.get(ENV_OUTPUT_ROOT))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,8 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kubetrain.api.manifests import load_training_job
         from kubetrain.api.v1alpha1 import Artifacts
         from kubetrain_runtime.driver_log import copied_to
-        from kubetrain_runtime.job import RunOptions, preflight, run_job
-        from kubetrain_runtime.local import process_started
+        from kubetrain_runtime.job import RunOptions, preflight, process_started, run_job
         from kubetrain_runtime.ray_env import ray_session
         from kubetrain_runtime.reporting import create_reporter
         from kubetrain_runtime.storage import normalize_uri
@@ -54,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = load_training_job(Path(args.spec))
         reporter = create_reporter(args.reporter, job)
         try:
-            preflight(job, Path.cwd())
+            train_function = preflight(job, Path.cwd())
         except UserError as exc:  # the operator learns why from the event, too
             reporter.finished(False, {}, Artifacts(), str(exc))
             raise
@@ -62,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with copied_to(uri) as log_uri, ray_session(local=args.local) as session:
             options = RunOptions(
                 uri, Path.cwd(), None, local=args.local, started=process_started(),
-                log_uri=log_uri,
+                log_uri=log_uri, train_function=train_function,
             )  # fmt: skip
             summary = run_job(job, reporter, options, session)
         if summary.succeeded:

@@ -3,34 +3,19 @@ terminal display, a summary, and the outputs under ``runs/<name>/`` by default."
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
 
+from kubetrain.api.contract import default_output_uri
 from kubetrain.api.v1alpha1 import TrainingJob
-from kubetrain_runtime.job import RunOptions, preflight, run_job
+from kubetrain_runtime.job import RunOptions, preflight, process_started, run_job
 from kubetrain_runtime.reporting import create_reporter
 from kubetrain_runtime.storage import normalize_uri
 
 
-def process_started() -> float:
-    """When this process started (Unix time): ``kubetrain run`` was typed then. Linux keeps
-    it in /proc, in clock ticks since boot; elsewhere, now is the best guess."""
-    try:
-        with open("/proc/self/stat") as handle:
-            after_name = handle.read().rsplit(")", 1)[1].split()
-        with open("/proc/uptime") as handle:
-            uptime = float(handle.read().split()[0])
-        age = uptime - int(after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
-        return time.time() - age
-    except (OSError, ValueError, IndexError):
-        return time.time()
-
-
 def default_output(job: TrainingJob, output: str | None) -> str:
     """``--output``, else ``spec.output.uri``, else ``runs/<name>`` in the current folder."""
-    return normalize_uri(output or job.spec.output.uri or f"runs/{job.metadata.name}")
+    return normalize_uri(default_output_uri(job.metadata.name, job.spec.output.uri, output))
 
 
 def run_local(
@@ -40,15 +25,16 @@ def run_local(
     on stderr). Mistakes in the job or its data raise ``kubetrain.errors.UserError``,
     which the CLI prints as one line."""
     started = process_started()
-    preflight(job, manifest_dir)
+    train_function = preflight(job, manifest_dir)
     reporter = create_reporter("rich", job)
     from kubetrain_runtime.ray_env import describe_local_ray, ray_session
 
     reporter.step("starting Ray", describe_local_ray())
     with ray_session(local=True) as session:
         options = RunOptions(
-            default_output(job, output), manifest_dir, workers, local=True, started=started
-        )
+            default_output(job, output), manifest_dir, workers, local=True, started=started,
+            train_function=train_function,
+        )  # fmt: skip
         summary = run_job(job, reporter, options, session)
     if not summary.succeeded:
         print(f"error: {summary.message}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Step 7: the job's outputs, written through fsspec under the output URI.
+"""The job's outputs, written through fsspec under the output URI.
 
 model/model.pt           state dict of the final model
 model/trainingjob.yaml   the TrainingJob it was trained from

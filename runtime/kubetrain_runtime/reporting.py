@@ -14,18 +14,16 @@ a failing reporter is logged, never allowed to fail the training run.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import sys
 import threading
-import time
 from typing import Any, Literal, TextIO
 
+from kubetrain.api.contract import EventKind, event_line
 from kubetrain.api.v1alpha1 import Artifacts, DataStats, Progress, TrainingJob
 from kubetrain.errors import UserError
 
 Stage = Literal["data", "training", "finishing"]
-EVENT_PREFIX = "KUBETRAIN_EVENT "
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +70,10 @@ class LogReporter(Reporter):
     def __init__(self, job: TrainingJob | None = None, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         self.job = job.metadata.name if job else None
-        self.task = (job.spec.model.task if job else None) or "classification"
+        self.task = job.spec.model.effective_task if job else "classification"
 
-    def _emit(self, event: str, **payload: Any) -> None:
-        body = {"event": event, "time": round(time.time(), 3), "job": self.job, **payload}
-        self.stream.write(EVENT_PREFIX + json.dumps(body, default=str) + "\n")
+    def _emit(self, event: EventKind, **payload: Any) -> None:
+        self.stream.write(event_line(event, self.job, **payload))
         self.stream.flush()
 
     def stage(self, name: Stage, detail: str = "") -> None:
@@ -118,17 +115,6 @@ def key_metric(task: str, metrics: dict[str, float]) -> str | None:
 
     name = KEY_METRIC.get(task, ("val_loss", "min"))[0]
     return f"{name}={metrics[name]:.4g}" if name in metrics else None
-
-
-def parse_event(line: str) -> dict[str, Any] | None:
-    """The event in one log line written by LogReporter, or None (for the operator)."""
-    at = line.find(EVENT_PREFIX)
-    if at < 0:
-        return None
-    try:
-        return json.loads(line[at + len(EVENT_PREFIX) :])
-    except json.JSONDecodeError:
-        return None
 
 
 class CollectingReporter(Reporter):

@@ -64,7 +64,7 @@ class RichReporter(Reporter):
     def __init__(self, job: TrainingJob | None = None, console: Console | None = None) -> None:
         self.console = console or Console(emoji=False, highlight=False)
         self.live = self.console.is_terminal
-        task = job.spec.model.task if job else None
+        task = job.spec.model.effective_task if job else None
         self.epochs = job.spec.training.epochs if job else None
         self.key = KEY_METRIC.get(task or "", ("val_loss", "min"))[0]
         self.name = job.metadata.name if job else "job"

@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from kubetrain.api.contract import ENV_JOB_NAMESPACE
 from kubetrain.api.v1alpha1 import GROUP, PLURAL, VERSION, Artifacts, DataStats, Progress
 from kubetrain_runtime.reporting import Reporter, Stage, key_metric
 
@@ -73,7 +74,7 @@ class StatusPatcher:
             ca_file = str(SA_DIR / "ca.crt")
         if server is None:
             return None
-        namespace = namespace or os.environ.get("KUBETRAIN_JOB_NAMESPACE")
+        namespace = namespace or os.environ.get(ENV_JOB_NAMESPACE)
         if namespace is None and (SA_DIR / "namespace").exists():
             namespace = (SA_DIR / "namespace").read_text().strip()
         if namespace is None:
@@ -106,7 +107,7 @@ class StatusReporter(Reporter):
         clock: Any = time.monotonic,
     ) -> None:
         meta = job.metadata
-        self.task = job.spec.model.task or "classification"
+        self.task = job.spec.model.effective_task
         self.patcher = patcher or StatusPatcher.from_environment(meta.namespace, meta.name)
         if self.patcher is None:
             log.warning("status reporter: no Kubernetes API here; progress is not reported")

@@ -1,4 +1,4 @@
-"""Step 5: the per-worker training loop, run by every Ray Train worker.
+"""The per-worker training loop, run by every Ray Train worker.
 
 Each worker reads its shard (``get_dataset_shard``), trains a replica (DDP when there is
 more than one worker), and all-reduces sums of loss, correct predictions and counts, so

@@ -1,4 +1,4 @@
-"""Step 6, on the driver: Ray Train's TorchTrainer from the plan, a deliberate resume
+"""On the driver: Ray Train's TorchTrainer from the plan, a deliberate resume
 policy, and epoch events forwarded to the reporter while training runs.
 
 Ray Train V2 resumes by itself whenever a run name and storage path are reused. Here that

@@ -29,7 +29,8 @@ from operator_fixtures import job_body
 from kubetrain.api.v1alpha1 import API_VERSION, KIND, Phase, TrainingJobSpec, TrainingJobStatus
 from kubetrain.errors import EXIT_OUT_OF_MEMORY, SpecError, UserError
 from kubetrain_operator.naming import JobRef
-from kubetrain_operator.status import Plan, RayJobState, decide, submission_failed
+from kubetrain_operator.observe import RayJobState
+from kubetrain_operator.status import Plan, decide, submission_failed
 
 pytestmark = pytest.mark.cluster
 

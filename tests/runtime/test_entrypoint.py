@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
+from kubetrain.api.contract import parse_event
 from kubetrain_runtime import entrypoint
-from kubetrain_runtime.reporting import parse_event
 
 pytestmark = pytest.mark.runtime
 

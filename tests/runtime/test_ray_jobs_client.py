@@ -28,8 +28,9 @@ import pytest
 from kubetrain.api.v1alpha1 import TrainingJobSpec, TrainingJobStatus
 from kubetrain_operator import builders
 from kubetrain_operator.naming import JobRef
+from kubetrain_operator.observe import Observed, RayJobState, parse_final_report
 from kubetrain_operator.rayjobs import JobInfo, RayJobsClient, RayJobsError
-from kubetrain_operator.status import Observed, RayJobState, decide, parse_final_report
+from kubetrain_operator.status import decide
 
 pytestmark = pytest.mark.runtime
 
@@ -252,9 +253,6 @@ def test_unknown_jobs_and_unreachable_dashboards(dashboard):
 
 def test_the_runtime_entrypoint_trains_a_tiny_job(dashboard, tmp_path):
     """The operator's real entrypoint command, with a one-epoch iris MLP."""
-    entry = Path(__file__).resolve().parents[2] / "runtime/kubetrain_runtime/entrypoint.py"
-    if not entry.exists():
-        pytest.skip("runtime/kubetrain_runtime/entrypoint.py does not exist yet")
     spec_file = tmp_path / "trainingjob.yaml"
     spec = TrainingJobSpec.model_validate(
         {

@@ -1,4 +1,4 @@
-"""Step 2: clean with Ray Data, counting what each rule drops.
+"""Clean with Ray Data, counting what each rule drops.
 
 One pass tags every row with the first rule that drops it (casts, dropNulls, then the
 filters, which are Ray Data expressions evaluated with ``with_column``) and applies clip;

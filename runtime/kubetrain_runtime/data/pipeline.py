@@ -24,9 +24,9 @@ from kubetrain.api.v1alpha1 import DataSpec, DataStats, TrainingJobSpec
 from kubetrain.errors import DataError, SpecError, UserError
 from kubetrain_runtime.data import preprocess, rules
 from kubetrain_runtime.data import stats as column_stats
-from kubetrain_runtime.data.clean import clean
+from kubetrain_runtime.data.clean import Cleaned, clean
 from kubetrain_runtime.data.preprocess import FEATURES, FeaturePlan
-from kubetrain_runtime.data.read import read_source
+from kubetrain_runtime.data.read import Source, read_source
 
 
 @dataclass
@@ -124,6 +124,47 @@ def noise_floor(data: DataSpec, task: str) -> dict[str, Any]:
     }
 
 
+class StepTimer:
+    """Seconds of each named step of the data stage, each measured on its own."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - started
+
+
+@dataclass
+class _Cleaned:
+    source: Source
+    cleaning: rules.CleaningPlan
+    features: FeaturePlan
+    result: Cleaned
+
+
+@dataclass
+class _Described:
+    merged: dict[str, Any]
+    classes: preprocess.Classes | None
+
+
+@dataclass
+class _Split:
+    train: ray.data.MaterializedDataset
+    validation: ray.data.MaterializedDataset
+    train_rows: int
+    validation_rows: int
+    chain: Any
+    label_encoder: Any | None
+    label_dtype: str | None
+    num_features: int
+
+
 def prepare(
     spec: TrainingJobSpec,
     manifest_dir: Path,
@@ -131,10 +172,23 @@ def prepare(
 ) -> PreparedData:
     """Read, clean, describe, split and preprocess; ``on_step`` hears each step after the
     first (reading and cleaning) begin."""
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
+    timer = StepTimer()
+    task = spec.model.effective_task
+    with timer.step("read_and_clean"):
+        cleaned = _read_and_clean(spec, manifest_dir, task)
+    on_step("statistics")
+    with timer.step("stats"):
+        described = _describe(cleaned, task)
+    on_step("splitting and preprocessing")
+    with timer.step("preprocess"):
+        split = _split_and_preprocess(spec.data, cleaned, described, task)
+    return _prepared(spec, cleaned, described, split, task=task, timings=timer.seconds)
+
+
+def _read_and_clean(spec: TrainingJobSpec, manifest_dir: Path, task: str) -> _Cleaned:
+    """Read the source, plan cleaning and features from its schema (failing early on a
+    shape the model cannot take), and clean."""
     data, model = spec.data, spec.model
-    task = model.task or "classification"
     source = read_source(data, task, manifest_dir)
     with _reading(source.description):
         kinds = rules.kinds_of(_arrow_schema(source.ds))
@@ -145,35 +199,46 @@ def prepare(
     if not features.onehot and not spec.training.trainFunction:
         input_shape(model, len(features.features))  # fail early, before any pass
     with _reading(source.description):
-        cleaned = clean(source.ds, cleaning)
-    timings["read_and_clean"] = time.perf_counter() - started
+        result = clean(source.ds, cleaning)
+    return _Cleaned(source, cleaning, features, result)
 
-    label = features.label
+
+def _describe(cleaned: _Cleaned, task: str) -> _Described:
+    """Column statistics in one pass; the classes of a classification label."""
+    label = cleaned.features.label
     classifying = task == "classification" and label is not None
-    on_step("statistics")
-    merged = column_statistics(cleaned.ds, (label,) if classifying else ())
-    preprocess.check_nulls(features, merged)
+    merged = column_statistics(cleaned.result.ds, (label,) if classifying else ())
+    preprocess.check_nulls(cleaned.features, merged)
     classes = None
     if classifying:
         assert label is not None
-        classes = preprocess.plan_classes(label, cleaning.kinds, merged, source.class_names)
-    if cleaned.rows_after < 2:
-        raise DataError(
-            f"{cleaned.rows_after} rows are left after cleaning; nothing to train on",
-            field=source.description,
+        classes = preprocess.plan_classes(
+            label, cleaned.cleaning.kinds, merged, cleaned.source.class_names
         )
-    timings["stats"] = time.perf_counter() - started - timings["read_and_clean"]
+    rows = cleaned.result.rows_after
+    if rows < 2:
+        raise DataError(
+            f"{rows} rows are left after cleaning; nothing to train on",
+            field=cleaned.source.description,
+        )
+    return _Described(merged, classes)
 
-    mark = time.perf_counter()
-    on_step("splitting and preprocessing")
-    split = data.validation
-    train, validation = cleaned.ds.train_test_split(
+
+def _split_and_preprocess(
+    data: DataSpec, cleaned: _Cleaned, described: _Described, task: str
+) -> _Split:
+    """Split, encode the label, fit the preprocessors on the training split only, and
+    materialize both splits as (x, y)."""
+    split, features, classes = data.validation, cleaned.features, described.classes
+    label = features.label
+    train, validation = cleaned.result.ds.train_test_split(
         test_size=split.fraction, shuffle=True, seed=split.seed
     )
     train_rows, val_rows = train.count(), validation.count()
     if train_rows == 0 or val_rows == 0:
+        rows = cleaned.result.rows_after
         raise SpecError(
-            f"{cleaned.rows_after} rows cannot be split {1 - split.fraction:g}/{split.fraction:g}",
+            f"{rows} rows cannot be split {1 - split.fraction:g}/{split.fraction:g}",
             field="spec.data.validation.fraction",
         )
     label_encoder = None
@@ -182,9 +247,10 @@ def prepare(
 
         # Fitted on all cleaned rows: the class list is not a statistic that leaks, and a
         # class seen only in validation must still have an index.
-        label_encoder = LabelEncoder(label).fit(cleaned.ds)
+        label_encoder = LabelEncoder(label).fit(cleaned.result.ds)
         train, validation = label_encoder.transform(train), label_encoder.transform(validation)
     chain = preprocess.build_preprocessor(features).fit(train)
+    classifying = task == "classification" and label is not None
     label_dtype = None if label is None else ("int64" if classifying else "float32")
     to_xy = partial(
         preprocess.to_xy, lists=features.list_features, label=label, label_dtype=label_dtype
@@ -192,43 +258,57 @@ def prepare(
     train_xy = chain.transform(train).map_batches(to_xy, batch_format="numpy").materialize()
     val_xy = chain.transform(validation).map_batches(to_xy, batch_format="numpy").materialize()
     num_features = int(train_xy.take_batch(1, batch_format="numpy")[FEATURES].shape[1])
-    timings["preprocess"] = time.perf_counter() - mark
-
-    stats = DataStats(
-        rowsRead=cleaned.rows_read,
-        rowsAfterCleaning=cleaned.rows_after,
-        droppedByRule=cleaned.dropped,
-        trainRows=train_rows,
-        validationRows=val_rows,
+    return _Split(
+        train_xy, val_xy, train_rows, val_rows, chain, label_encoder, label_dtype, num_features
     )
-    class_names = classes.names if classes else None
+
+
+def _prepared(
+    spec: TrainingJobSpec,
+    cleaned: _Cleaned,
+    described: _Described,
+    split: _Split,
+    *,
+    task: str,
+    timings: dict[str, float],
+) -> PreparedData:
+    """The stage's result, with its statistics and its data report."""
+    result, features = cleaned.result, cleaned.features
+    stats = DataStats(
+        rowsRead=result.rows_read,
+        rowsAfterCleaning=result.rows_after,
+        droppedByRule=result.dropped,
+        trainRows=split.train_rows,
+        validationRows=split.validation_rows,
+    )
+    class_names = described.classes.names if described.classes else None
     report = {
-        "source": source.description,
+        "source": cleaned.source.description,
         **stats.model_dump(mode="json"),
         "features": features.vector_layout,
-        "numFeatures": num_features,
-        "label": label,
+        "numFeatures": split.num_features,
+        "label": features.label,
         "classes": class_names,
-        "columns": column_stats.describe(merged),
-        "preprocessing": repr(chain),
+        "columns": column_stats.describe(described.merged),
+        "preprocessing": repr(split.chain),
         "timingsSeconds": {k: round(v, 3) for k, v in timings.items()},
-        **noise_floor(data, task),
+        **noise_floor(spec.data, task),
     }
     likelihood = None
-    if model.type == "vae":
-        likelihood = "bernoulli" if features.unit_interval(cleaning.kinds) else "gaussian"
+    if spec.model.type == "vae":
+        likelihood = "bernoulli" if features.unit_interval(cleaned.cleaning.kinds) else "gaussian"
     return PreparedData(
-        train=train_xy,
-        validation=val_xy,
+        train=split.train,
+        validation=split.validation,
         stats=stats,
         report=report,
         features=features,
-        num_features=num_features,
+        num_features=split.num_features,
         class_names=class_names,
-        label_dtype=label_dtype,
+        label_dtype=split.label_dtype,
         likelihood=likelihood,
-        preprocessor=chain,
-        label_encoder=label_encoder,
-        size_bytes=int(train_xy.size_bytes() + val_xy.size_bytes()),
+        preprocessor=split.chain,
+        label_encoder=split.label_encoder,
+        size_bytes=int(split.train.size_bytes() + split.validation.size_bytes()),
         timings=timings,
     )

@@ -1,4 +1,4 @@
-"""Step 4: choose features and label, split, and preprocess with Ray Data's own
+"""Choose features and label, split, and preprocess with Ray Data's own
 preprocessors, fitted on the training split only.
 
 ``plan_features`` is pure (schema in, decisions or a SpecError out); ``Preprocessed``

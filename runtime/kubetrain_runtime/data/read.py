@@ -1,4 +1,4 @@
-"""Step 1: read the spec's source into a Ray Dataset.
+"""Read the spec's source into a Ray Dataset.
 
 Bundled and generated data are built in memory (``sources.py``) and handed to Ray Data;
 files are read by Ray Data itself, locally or through fsspec. A path that does not exist

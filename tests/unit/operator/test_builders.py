@@ -249,7 +249,7 @@ def test_submission_is_derived_from_uid_and_attempt(job, make_config):
         "python -m kubetrain_runtime.entrypoint --spec /etc/kubetrain/trainingjob.yaml "
         "--reporter status"
     )
-    assert body["runtime_env"]["env_vars"]["KUBETRAIN_ATTEMPT"] == "3"
+    assert body["metadata"]["kubetrain.io/attempt"] == "3"
 
 
 def test_roles_are_created_before_their_bindings(job, make_spec, make_config):
@@ -260,43 +260,8 @@ def test_roles_are_created_before_their_bindings(job, make_spec, make_config):
     ]
 
 
-def test_the_lean_diff_base_has_the_same_essence_as_kopfs():
-    import kopf
-
-    from kubetrain_operator.lifecycle import LeanStatusDiffBaseStorage
-
-    body = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": "p",
-            "uid": "u",
-            "labels": {"a": "b"},
-            "annotations": {"x": "y", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
-        },
-        "spec": {"containers": [{"name": "c"}]},
-        "status": {"phase": "Running", "kopf": {"progress": {}}},
-    }
-    plain = kopf.StatusDiffBaseStorage(field="status.kopf.last-handled-configuration")
-    lean = LeanStatusDiffBaseStorage(field="status.kopf.last-handled-configuration")
-    assert lean.build(body=kopf.Body(body)) == plain.build(body=kopf.Body(body))
-
-
-def test_the_lean_progress_storage_clears_like_kopfs():
-    import copy
-
-    import kopf
-
-    from kubetrain_operator.lifecycle import LeanStatusProgressStorage
-
-    essence = {"spec": {"a": 1}, "status": {"kopf": {"progress": {"h": {}}}, "x": 1}}
-    plain = kopf.StatusProgressStorage(field="status.kopf.progress")
-    lean = LeanStatusProgressStorage(field="status.kopf.progress")
-    assert lean.clear(essence=copy.deepcopy(essence)) == plain.clear(essence=essence)
-
-
 def test_events_are_about_the_job_and_keep_kubernetes_limits(job):
-    from kubetrain_operator.status import Event
+    from kubetrain_operator.actions import Event
 
     long = Event("Warning", "Unschedulable", "0/6 nodes are available: " + "x" * 5000)
     body = builders.event_object(

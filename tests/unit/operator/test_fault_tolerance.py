@@ -8,9 +8,9 @@ import itertools
 import pytest
 
 from kubetrain_operator import builders
+from kubetrain_operator.actions import Event
 from kubetrain_operator.lifecycle import KopfBackoffs
 from kubetrain_operator.naming import JobRef
-from kubetrain_operator.status import Event
 
 pytestmark = pytest.mark.unit
 

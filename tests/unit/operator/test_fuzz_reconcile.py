@@ -29,7 +29,8 @@ from kubetrain.errors import SpecError
 from kubetrain_operator import builders, reconcile, status
 from kubetrain_operator.config import OperatorConfig
 from kubetrain_operator.naming import JobRef
-from kubetrain_operator.status import Observed, Plan, PodState, RayJobState
+from kubetrain_operator.observe import Observed, PodState, RayJobState
+from kubetrain_operator.status import Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/unit: the strategies
 from fuzz_strategies import (

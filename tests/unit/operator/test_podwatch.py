@@ -14,8 +14,8 @@ from fake_api import start_fake_api
 
 from kubetrain_operator.kube import KubeApi
 from kubetrain_operator.naming import LABEL_JOB_UID
+from kubetrain_operator.observe import summarize_pod
 from kubetrain_operator.podwatch import PodStore, PodWatch, decode_event, json_lines
-from kubetrain_operator.status import summarize_pod
 
 pytestmark = pytest.mark.unit
 

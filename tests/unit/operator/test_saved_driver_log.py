@@ -7,7 +7,9 @@ import pytest
 from test_status import actions_of, cluster_pods, observe, running
 
 from kubetrain_operator import builders
-from kubetrain_operator.status import DeletePods, FinalReport, RayJobState, SaveDriverLog, decide
+from kubetrain_operator.actions import DeletePods, SaveDriverLog
+from kubetrain_operator.observe import FinalReport, RayJobState
+from kubetrain_operator.status import decide
 
 pytestmark = pytest.mark.unit
 

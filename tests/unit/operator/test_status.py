@@ -10,23 +10,27 @@ import pytest
 from kubetrain.api.v1alpha1 import TrainingJobStatus
 from kubetrain.errors import SpecError
 from kubetrain_operator import builders
-from kubetrain_operator.config import OperatorConfig
-from kubetrain_operator.status import (
+from kubetrain_operator.actions import (
     DeleteJob,
     DeletePods,
     DeleteService,
     EnsureCluster,
+    StopRayJob,
+    SubmitRayJob,
+)
+from kubetrain_operator.config import OperatorConfig
+from kubetrain_operator.observe import (
     FinalReport,
     Observed,
     PodState,
     RayJobState,
-    StopRayJob,
-    SubmitRayJob,
+    parse_final_report,
+    summarize_pod,
+)
+from kubetrain_operator.status import (
     decide,
     next_deadline,
-    parse_final_report,
     submission_failed,
-    summarize_pod,
     timestamp,
 )
 from kubetrain_operator.validation import resolve_placement
@@ -641,16 +645,14 @@ def test_raw_ttl_is_taken_only_when_usable(raw, expected):
         ("Failed", -3.0, 0.0),  # overdue: at once
     ],
 )
-def test_next_look_in(make_config, phase, deadline_in, expected, monkeypatch):
-    from kubetrain_operator import status as status_module
-    from kubetrain_operator.reconcile import Context
+def test_next_look_in(make_config, phase, deadline_in, expected):
+    from kubetrain_operator.reconcile import Context, LastLook, Sight
 
-    monkeypatch.setattr(status_module, "now_utc", lambda: NOW)
     ctx = Context(make_config())
     deadline = None if deadline_in is None else NOW + timedelta(seconds=deadline_in)
-    ctx.looks["u"] = ("sight", deadline)
-    assert ctx.next_look_in("u", phase, 5.0) == expected
-    assert ctx.next_look_in("never-looked", phase, 5.0) == 5.0, "unrecorded: once more"
+    ctx.looks["u"] = LastLook(Sight("41", ()), deadline)
+    assert ctx.next_look_in("u", phase, 5.0, NOW) == expected
+    assert ctx.next_look_in("never-looked", phase, 5.0, NOW) == 5.0, "unrecorded: once more"
 
 
 # ------------------------------------------------------- spec.cluster edits

@@ -6,6 +6,7 @@ import io
 
 import pytest
 
+from kubetrain.api.contract import parse_event
 from kubetrain.api.v1alpha1 import Artifacts, DataStats, Progress, RuleDrop, TrainingJob
 from kubetrain.errors import UserError
 from kubetrain_runtime.reporting import (
@@ -14,7 +15,6 @@ from kubetrain_runtime.reporting import (
     LogReporter,
     Reporter,
     create_reporter,
-    parse_event,
 )
 
 pytestmark = pytest.mark.unit
