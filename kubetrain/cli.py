@@ -162,14 +162,12 @@ def _watch_one(client: Any, name: str) -> int:
     except ValueError:
         model = None  # written by a newer kubetrain: show it without its spec
     replay = StatusReplay(RichReporter(model))
-    phase = None
+    status: dict[str, Any] = {}
     for job in client.watch(name):
         replay.update(job)
-        phase = (job.get("status") or {}).get("phase")
-    if phase == "Failed":
-        status = first.get("status") or {}
-        message = (client.get(name).get("status") or status).get("message") or ""
-        print(f"error: trainingjob {name} failed: {message}", file=sys.stderr)
+        status = job.get("status") or {}
+    if status.get("phase") == "Failed":
+        print(f"error: trainingjob {name} failed: {status.get('message') or ''}", file=sys.stderr)
         return 1
     return 0
 

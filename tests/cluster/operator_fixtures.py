@@ -8,6 +8,7 @@ config turns submission off and the tests assert provisioning, not training.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -235,3 +236,16 @@ def token_kubeconfig(admin_kubeconfig: Path, token: str, path: Path) -> Path:
 @pytest.fixture
 def jobs(kube_api: k8s.ApiClient, namespace: str, trainingjob_crd: Any) -> Jobs:
     return Jobs(kube_api, namespace)
+
+
+def pinned_helm() -> Path:
+    """The helm that e2e/build-tools.sh built; skips the test when it is not built."""
+    found = subprocess.run(
+        [str(REPO_ROOT / "e2e" / "build-tools.sh"), "helm", "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode != 0:
+        pytest.skip("helm is not built (e2e/build-tools.sh helm)")
+    return Path(found.stdout.strip().splitlines()[-1]) / "helm"

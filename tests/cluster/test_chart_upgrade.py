@@ -23,7 +23,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
-from operator_fixtures import GROUP, PLURAL, REPO_ROOT, VERSION, Jobs, job_body
+from operator_fixtures import GROUP, PLURAL, REPO_ROOT, VERSION, Jobs, job_body, pinned_helm
 
 pytestmark = pytest.mark.cluster
 CHART = REPO_ROOT / "charts" / "kubetrain"
@@ -37,15 +37,7 @@ Helm = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture(scope="module")
 def helm(kubeconfig_path: Path) -> Helm:
     """The pinned helm (e2e/build-tools.sh), logged in to the session's cluster."""
-    found = subprocess.run(
-        [str(REPO_ROOT / "e2e" / "build-tools.sh"), "helm", "--check"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if found.returncode != 0:
-        pytest.skip("helm is not built (e2e/build-tools.sh helm)")
-    exe = Path(found.stdout.strip().splitlines()[-1]) / "helm"
+    exe = pinned_helm()
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client as k8s
-from operator_fixtures import REPO_ROOT, peering_rules, rules
+from operator_fixtures import REPO_ROOT, peering_rules, pinned_helm, rules
 
 from kubetrain_operator.config import OperatorConfig
 
@@ -36,15 +36,7 @@ RENDERED = ("kubetrain.yaml", "base/kubetrain.yaml", "overlays/namespaced/kubetr
 
 @pytest.fixture(scope="module")
 def helm() -> Path:
-    found = subprocess.run(
-        [str(REPO_ROOT / "e2e" / "build-tools.sh"), "helm", "--check"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if found.returncode != 0:
-        pytest.skip("helm is not built (e2e/build-tools.sh helm)")
-    return Path(found.stdout.strip().splitlines()[-1]) / "helm"
+    return pinned_helm()
 
 
 #: What `helm install` discovers on a cluster that serves MutatingAdmissionPolicy v1 (as
