@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -179,6 +180,14 @@ async def follow(body: kopf.Body, memo: Any, logger: Any, stopped: Any) -> None:
         ctx.forget(uid)
 
 
+@dataclass(frozen=True)
+class OwnWrite:
+    """A status patch of ours that the watched body may not show yet."""
+
+    resource_version: str
+    at: float  # on the event loop's clock
+
+
 async def _follow(
     body: kopf.Body, ctx: Context, *, pods: PodStore, wake: asyncio.Event, logger: Any, stopped: Any
 ) -> None:
@@ -186,14 +195,14 @@ async def _follow(
     uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
     interval = ctx.config.followIntervalSeconds
     clock = asyncio.get_running_loop().time
-    written: tuple[str, float] | None = None  # (resourceVersion of our write, when)
+    written: OwnWrite | None = None
     events: list[Event] = []
 
     while not stopped:
         if written is not None:
             version = body["metadata"].get("resourceVersion")
-            left = written[1] + CONSISTENCY_TIMEOUT - clock()
-            if not _caught_up(version, written[0]) and left > 0:
+            left = written.at + CONSISTENCY_TIMEOUT - clock()
+            if not _caught_up(version, written.resource_version) and left > 0:
                 wake.clear()  # (a set Event would return at once, and never yield)
                 await _sleep_until_woken(wake, left)
                 continue
@@ -213,7 +222,7 @@ async def _follow(
                 new_version = await ctx.kube.patch_job_status(namespace, name, changes)
                 if new_version is None:
                     return  # the job is gone
-                written = (new_version, clock()) if new_version else None
+                written = OwnWrite(new_version, clock()) if new_version else None
         except ApiError as exc:
             metrics.RECONCILE_ERRORS.labels(kind="api").inc()
             logger.warning("will look again in %.0fs: %s", interval, exc)
@@ -236,6 +245,15 @@ async def _sleep_until_woken(wake: asyncio.Event, timeout: float | None) -> bool
         return False
 
 
+@dataclass
+class Follower:
+    """One job's daemon as the ticker sees it: kopf's live body, and the version last seen."""
+
+    body: Any
+    wake: asyncio.Event
+    seen_version: str | None
+
+
 class Followers:
     """The daemons' wake-ups. The pod watch wakes a job's daemon when its pods change; one
     ticker wakes it when its job changed, by comparing resourceVersions in kopf's live
@@ -243,28 +261,28 @@ class Followers:
     up to poll (kopf has no per-object change notification for daemons)."""
 
     def __init__(self) -> None:
-        self._jobs: dict[str, tuple[Any, asyncio.Event, list[Any]]] = {}
+        self._jobs: dict[str, Follower] = {}
 
     def add(self, uid: str, body: Any) -> asyncio.Event:
-        wake = asyncio.Event()
-        self._jobs[uid] = (body, wake, [body["metadata"].get("resourceVersion")])
-        return wake
+        follower = Follower(body, asyncio.Event(), body["metadata"].get("resourceVersion"))
+        self._jobs[uid] = follower
+        return follower.wake
 
     def remove(self, uid: str, wake: asyncio.Event) -> None:
-        if uid in self._jobs and self._jobs[uid][1] is wake:
+        if uid in self._jobs and self._jobs[uid].wake is wake:
             del self._jobs[uid]
 
     def wake(self, uid: str) -> None:
-        entry = self._jobs.get(uid)
-        if entry is not None:
-            entry[1].set()
+        follower = self._jobs.get(uid)
+        if follower is not None:
+            follower.wake.set()
 
     def tick(self) -> None:
-        for body, wake, seen in self._jobs.values():
-            version = body["metadata"].get("resourceVersion")
-            if version != seen[0]:
-                seen[0] = version
-                wake.set()
+        for follower in self._jobs.values():
+            version = follower.body["metadata"].get("resourceVersion")
+            if version != follower.seen_version:
+                follower.seen_version = version
+                follower.wake.set()
 
     async def run(self, every: float = TICK) -> None:
         while True:

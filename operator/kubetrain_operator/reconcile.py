@@ -67,6 +67,21 @@ class LastLook:
     quiet_until: datetime | None
 
 
+@dataclass(frozen=True)
+class SpecVersion:
+    """What a parsed spec depends on: the generation (a spec only changes with it) and the
+    queue its pods are labelled with."""
+
+    generation: int
+    queue: str | None
+
+
+@dataclass(frozen=True)
+class CachedSpec:
+    version: SpecVersion
+    parsed: ParsedSpec
+
+
 @dataclass
 class Context:
     """Operator-wide state, kept in kopf's memo: the config and the API sessions."""
@@ -74,9 +89,9 @@ class Context:
     config: OperatorConfig
     kube: KubeApi | None = None
     ray_session: aiohttp.ClientSession | None = None
-    #: Per job uid, its spec parsed for one (generation, queue): a spec only changes with its
-    #: generation, and parsing it on every look is the largest cost of a reconciliation.
-    specs: dict[str, tuple[tuple[int, str | None], ParsedSpec]] = field(default_factory=dict)
+    #: Per job uid, its spec parsed for one version: parsing it on every look is the largest
+    #: cost of a reconciliation.
+    specs: dict[str, CachedSpec] = field(default_factory=dict)
     #: Pods this process created that the pod watch has not shown yet (the "expectations" of
     #: Kubernetes' own controllers): under load the watch lags behind the creates, and a
     #: look in between must not take them for missing and create them again.
@@ -291,11 +306,12 @@ async def reconcile(
     job = _job_ref(body)
     current = _current_status(body.get("status"))
     generation = body["metadata"].get("generation", 1)
-    version = (generation, job.queue)  # a spec, and the queue its pods are labelled with
+    version = SpecVersion(generation, job.queue)
     cached = ctx.specs.get(job.uid)
-    if cached is None or cached[0] != version:
-        cached = _bounded(ctx.specs)[job.uid] = (version, _parse(job, body.get("spec"), config))
-    parsed = cached[1]
+    if cached is None or cached.version != version:
+        cached = CachedSpec(version, _parse(job, body.get("spec"), config))
+        _bounded(ctx.specs)[job.uid] = cached
+    parsed = cached.parsed
     spec, error = parsed.spec, parsed.error
     expected = builders.expected_pod_names(job, spec) if spec else ()
     seen = _with_expected_pods(ctx, job.uid, tuple(sorted(pods, key=lambda p: p.name)))
