@@ -22,7 +22,7 @@ E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS_DIR="$E2E_DIR/tools"
 CACHE="${KUBETRAIN_CACHE:-$HOME/.cache/kubetrain}"
 # Bump when the build recipe below changes in a way that changes the binaries.
-RECIPE=2
+RECIPE=3
 
 log() { printf '[build-tools] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -35,7 +35,8 @@ K8S_VERSION="$(pinned kubernetes k8s.io/kubernetes)"
 
 version_key() {
   local h
-  h="$( { echo "recipe=$RECIPE"; for t in kubernetes coredns etcd kwok helm kind; do
+  h="$( { echo "recipe=$RECIPE"; cat "$TOOLS_DIR/go.work" "$TOOLS_DIR/go.work.sum"
+          for t in kubernetes coredns etcd kwok helm kind; do
             cat "$TOOLS_DIR/$t/go.mod" "$TOOLS_DIR/$t/go.sum"; done; } | sha256sum | cut -c1-12)"
   echo "k8s-${K8S_VERSION}-${h}"
 }
@@ -90,11 +91,21 @@ flock 9
 
 export GOCACHE="$CACHE/go/build" GOMODCACHE="$CACHE/go/mod"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false -trimpath"
-export GOWORK=off
+
+# Kubernetes, kwok and helm build from one workspace (tools/go.work: one build list, so their
+# shared libraries compile once); the others from their own modules alone.
+workspace_of() {
+  case "$1" in
+    kubernetes | kubernetes-node | kwok | helm) echo "$TOOLS_DIR/go.work" ;;
+    *) echo off ;;
+  esac
+}
 
 build_tool() {
   local t=$1 tmp ldflags pkgs=() vk major minor
   tmp="$(mktemp -d "$BIN_DIR/.build.XXXXXX")"
+  GOWORK="$(workspace_of "$t")"
+  export GOWORK
   case "$t" in
     kubernetes | kubernetes-node)
       major="${K8S_VERSION#v}"; major="${major%%.*}"

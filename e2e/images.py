@@ -230,10 +230,38 @@ def _image_name(spec: ImageSpec, variant: str) -> str:
 
 
 def deps_key(spec: ImageSpec, variant: str, torch_index: str, base: str) -> str:
-    """The deps layer: the base, pyproject.toml, the extra, the torch source, the steps."""
+    """The deps layer: the base, what pyproject.toml installs for the extra, the torch
+    source, the steps."""
     parts = [s.encode() for s in (base, spec.extra, variant, torch_index, *spec.deps_steps)]
     parts.append(f"recipe={RECIPE}".encode())  # not the scripts: an edit there costs GBs
-    return _key(f"{_image_name(spec, variant)}-deps", parts, [ROOT / "pyproject.toml"])
+    parts.append(install_inputs((ROOT / "pyproject.toml").read_text(), spec.extra))
+    return f"{_image_name(spec, variant)}-deps-" + _digest(parts)
+
+
+def install_inputs(pyproject: str, extra: str) -> bytes:
+    """The parts of pyproject.toml that ``uv pip install -r pyproject.toml --extra EXTRA``
+    reads: a test dependency or a lint rule must not rebuild GBs of torch and Ray."""
+    import tomllib
+
+    data = tomllib.loads(pyproject)
+    project = data.get("project", {})
+    optional = project.get("optional-dependencies", {})
+    extras, todo = set(), [extra]
+    while todo:  # extras that name others through the project itself (kubetrain[a,b])
+        name = todo.pop()
+        if name in extras or name not in optional:
+            continue
+        extras.add(name)
+        for requirement in optional[name]:
+            own = re.match(rf"{re.escape(project.get('name', ''))}\[([^\]]*)\]", requirement)
+            todo += [e.strip() for e in own.group(1).split(",")] if own else []
+    read = {
+        "requires-python": project.get("requires-python"),
+        "dependencies": project.get("dependencies", []),
+        "extras": {name: optional[name] for name in sorted(extras)},
+        "uv": data.get("tool", {}).get("uv"),
+    }
+    return json.dumps(read, sort_keys=True).encode()
 
 
 def app_key(spec: ImageSpec, variant: str, deps: str) -> str:

@@ -1405,9 +1405,30 @@ class RealNode:
         return False
 
     def import_image(self, tar: Path, snapshotter: str) -> None:
+        """Import an archive, leaving out the layers whose blobs containerd already has:
+        after a source edit only the project layer is new, and reading the GB-sized deps
+        layer through ``ctr import`` again took 107 s of the 109."""
         t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="kubetrain-import-") as tmp:
+            thin = Path(tmp) / tar.name
+            skipped = thin_archive(tar, self.content_digests(), thin)
+            try:
+                self._ctr_import(thin if skipped else tar, snapshotter)
+            except ClusterError as e:
+                if not skipped:
+                    raise
+                log(f"importing without the layers the node has failed ({e}); importing all")
+                self._ctr_import(tar, snapshotter)
+        kept = f", {skipped} layer(s) already on the node" if skipped else ""
+        log(f"imported {tar.name} in {time.monotonic() - t0:.1f} s{kept}")
+
+    def _ctr_import(self, tar: Path, snapshotter: str) -> None:
         self.ctr("images", "import", "--snapshotter", snapshotter, str(tar), timeout=1800)
-        log(f"imported {tar.name} in {time.monotonic() - t0:.1f} s")
+
+    def content_digests(self) -> set[str]:
+        """The blobs in containerd's content store (``sha256:...``)."""
+        lines = self.ctr("content", "ls", "--quiet", check=False).split()
+        return {line for line in lines if line.startswith("sha256:")}
 
     def _ensure_images(self, snapshotter: str) -> None:
         for ref, tar in build_node_images().items():
@@ -2486,6 +2507,41 @@ def archive_image(tar: Path) -> tuple[str, str]:
         (manifest,) = json.load(member)["manifests"]
     ref = manifest.get("annotations", {}).get("io.containerd.image.name", "")
     return ref, manifest["digest"]
+
+
+def thin_archive(tar: Path, present: set[str], dest: Path) -> int:
+    """Write to ``dest`` the OCI archive ``tar`` without the layer blobs in ``present``;
+    return how many were left out (0: nothing written, import ``tar`` itself). containerd
+    then finds those layers in its content store, and their snapshots unpacked."""
+    with tarfile.open(tar) as archive:
+        try:
+            index = json.loads(_member(archive, "index.json"))
+            manifests = [json.loads(_member(archive, _blob_path(m["digest"])))
+                         for m in index["manifests"]]  # fmt: skip
+        except (KeyError, ValueError, ClusterError):
+            return 0  # not an OCI layout (a docker-archive, say): import it whole
+        layers = {layer["digest"] for m in manifests for layer in m.get("layers", [])}
+        skip = {_blob_path(d) for d in layers & present}
+        if not skip:
+            return 0
+        with tarfile.open(dest, "w") as out:
+            for member in archive:
+                if member.name in skip:
+                    continue
+                out.addfile(member, archive.extractfile(member) if member.isfile() else None)
+    return len(skip)
+
+
+def _blob_path(digest: str) -> str:
+    algorithm, value = digest.split(":", 1)
+    return f"blobs/{algorithm}/{value}"
+
+
+def _member(archive: tarfile.TarFile, name: str) -> bytes:
+    member = archive.extractfile(name)
+    if member is None:
+        raise ClusterError(f"{archive.name} has no file {name}")
+    return member.read()
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -2,7 +2,7 @@
 # The whole test suite on a fresh machine: Python environment, Kubernetes binaries built
 # from the Go module proxy (cached by version), the container images for the e2e tier (cached
 # by the hash of their inputs), lint, then every tier (unit, runtime, cluster, e2e).
-# Arguments go to pytest, e.g. `scripts/test.sh -m unit` for the fast subset.
+# Arguments go to one pytest run instead, e.g. `scripts/test.sh -m unit` for the fast subset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$(scripts/bootstrap.sh)
@@ -27,4 +27,12 @@ if [ "${KUBETRAIN_SKIP_TOOLS:-0}" != 1 ]; then
 fi
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check .
-exec "$venv/bin/python" -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+  exec "$venv/bin/python" -m pytest "$@"
+fi
+# The whole suite. The unit tier is pure and single-threaded (half of it hypothesis), so it
+# runs in two processes; the tiers that share one local cluster or Ray run in one, after it.
+rc=0
+"$venv/bin/python" -m pytest -m unit -n 2 || rc=$?
+"$venv/bin/python" -m pytest -m "not unit" --durations=20 || rc=$?
+exit "$rc"

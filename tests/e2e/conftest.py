@@ -257,7 +257,9 @@ def workspace(
         # TrainingJobs before the namespace, so the operator's finalizer is honoured.
         kubectl("delete", "trainingjobs", "--all", "-n", name, "--wait", "--timeout=120s",
                 check=False)  # fmt: skip
-        kubectl("delete", "namespace", name, "--wait", "--timeout=120s", check=False)
+        # Not waited for: the namespace controller takes 5-10 s to empty a namespace, 22
+        # times a run, and nothing later looks at this one.
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
         if folder is not None:
             kubectl("delete", "pv", f"outputs-{name}", "--wait=false", check=False)
             subprocess.run(["rm", "-rf", str(folder)], check=False)

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "e2e"))
 
 import images  # noqa: E402
+import localcluster  # noqa: E402
 import oci  # noqa: E402
 
 pytestmark = pytest.mark.unit
@@ -165,7 +166,9 @@ def test_debian_mirror_from_apt_config(tmp_path):
 def test_keys_follow_their_inputs(tmp_path, monkeypatch):
     for rel in images.SOURCES:
         path = tmp_path / rel
-        if "." in rel:
+        if rel == "pyproject.toml":
+            path.write_text('[project]\nname = "k"\ndependencies = []\n')
+        elif "." in rel:
             path.write_text("x")
         else:
             (path / "__pycache__").mkdir(parents=True)
@@ -184,7 +187,7 @@ def test_keys_follow_their_inputs(tmp_path, monkeypatch):
     (tmp_path / "kubetrain" / "__init__.py").write_text("# edited")
     assert images.deps_key(spec, "cuda", "", "base-x") == deps  # a source edit: deps stay
     assert images.app_key(spec, "cuda", deps) != app
-    (tmp_path / "pyproject.toml").write_text("y")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "k"\ndependencies = ["y"]\n')
     assert images.deps_key(spec, "cuda", "", "base-x") != deps
     assert deps.startswith("runtime-cuda-deps-") and app.startswith("runtime-cuda-")
 
@@ -319,3 +322,54 @@ def test_deps_blob_is_reused_from_the_archive_then_repacked(tmp_path):
     oci.check_archive(second)  # the blob copied from inside the first archive is intact
     first.unlink()
     assert images.deps_layer(deps).digest == packed.digest  # packed again: the same bytes
+
+
+def _two_layer_archive(tmp_path: Path) -> tuple[Path, list[str]]:
+    layers = []
+    for name, text in (("deps", "torch"), ("project", "kubetrain")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.txt").write_text(text)
+        layers.append(oci.pack_layer(tmp_path / name, tmp_path / f"{name}.tar"))
+    archive = oci.write_image(tmp_path / "image.tar", "localhost/x:1", layers, oci.ImageConfig())
+    return archive, [layer.digest for layer in layers]
+
+
+def test_an_import_leaves_out_only_the_layers_the_node_has(tmp_path: Path):
+    archive, (deps, _) = _two_layer_archive(tmp_path)
+    thin = tmp_path / "thin.tar"
+    assert localcluster.thin_archive(archive, {deps, "sha256:unrelated"}, thin) == 1
+    with tarfile.open(archive) as full, tarfile.open(thin) as kept:
+        left_out = set(full.getnames()) - set(kept.getnames())
+        assert left_out == {"blobs/sha256/" + deps.split(":")[1]}
+        assert kept.extractfile("index.json").read() == full.extractfile("index.json").read()
+
+
+def test_an_import_with_no_layer_on_the_node_is_the_archive_itself(tmp_path: Path):
+    archive, _ = _two_layer_archive(tmp_path)
+    assert localcluster.thin_archive(archive, {"sha256:unrelated"}, tmp_path / "thin.tar") == 0
+    assert not (tmp_path / "thin.tar").exists()
+
+
+PYPROJECT = """
+[project]
+name = "kubetrain"
+requires-python = ">=3.10"
+dependencies = ["pydantic>=2"]
+[project.optional-dependencies]
+runtime = ["torch>=2.4"]
+dev = ["pytest>=8"]
+gpu = ["kubetrain[runtime]", "nvidia-ml-py"]
+[tool.ruff]
+line-length = 100
+"""
+
+
+def test_the_deps_layer_changes_only_with_what_its_extra_installs():
+    key = images.install_inputs
+    newer_torch = PYPROJECT.replace("torch>=2.4", "torch>=2.5")
+    unrelated = PYPROJECT.replace('"pytest>=8"', '"pytest>=8", "pytest-xdist"').replace("100", "99")
+    assert key(PYPROJECT, "runtime") == key(unrelated, "runtime"), "a test dep rebuilt torch"
+    assert key(PYPROJECT, "runtime") != key(newer_torch, "runtime")
+    assert key(PYPROJECT, "runtime") != key(PYPROJECT.replace('>=2"', '>=3"'), "runtime")
+    # An extra that names another through the project itself installs both.
+    assert key(PYPROJECT, "gpu") != key(newer_torch, "gpu")
