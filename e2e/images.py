@@ -547,6 +547,9 @@ def build(name: str, variant: str = "", torch_index: str = "", *, verify: bool =
             ]
             if verify:  # before the archive exists: a failed check is not cached
                 verify_image(name, trees)
+            # Older builds go first (GBs each; a new deps layer and the old ones did not fit
+            # on a disk with 25 GB free), all but the archive the deps blob is read from.
+            prune(root, keep=(deps, app, layers[1].path.parent))
             oci.write_image(archive, image_ref(name, variant), layers, image_config(spec))
             keep_deps_in(deps, archive, layers[1])
             prune(root, keep=(deps, app))
@@ -586,15 +589,20 @@ def keep_deps_in(deps: Path, archive: Path, layer: oci.Layer) -> None:
 
 
 def prune(root: Path, keep: Sequence[Path]) -> None:
-    """Drop finished older builds of the same image, variant and layer (GBs each)."""
-    for current in keep:
-        kind = current.name.rsplit("-", 1)[0]
-        for other in root.glob(kind + "-*"):
-            done = other.is_dir() and not other.name.endswith(".tmp")  # not one in progress
-            if other != current and done and other.name.rsplit("-", 1)[0] == kind:
-                log(f"removing the old build {other.name}")
-                rmtree(other)
-                Path(f"{other}.lock").unlink(missing_ok=True)
+    """Drop finished older builds of the kinds in ``keep`` (image, variant and layer; GBs
+    each), all but those in ``keep``."""
+    kept = {path.resolve() for path in keep}
+    kinds = {_kind(path) for path in keep}
+    for other in sorted(root.iterdir()):
+        done = other.is_dir() and not other.name.endswith(".tmp")  # not one in progress
+        if done and _kind(other) in kinds and other.resolve() not in kept:
+            log(f"removing the old build {other.name}")
+            rmtree(other)
+            Path(f"{other}.lock").unlink(missing_ok=True)
+
+
+def _kind(build: Path) -> str:
+    return build.name.rsplit("-", 1)[0]
 
 
 # ---------------------------------------------------------------- checks

@@ -373,3 +373,15 @@ def test_the_deps_layer_changes_only_with_what_its_extra_installs():
     assert key(PYPROJECT, "runtime") != key(PYPROJECT.replace('>=2"', '>=3"'), "runtime")
     # An extra that names another through the project itself installs both.
     assert key(PYPROJECT, "gpu") != key(newer_torch, "gpu")
+
+
+def test_prune_drops_older_builds_of_the_kept_kinds_only(tmp_path):
+    names = "runtime-cuda-aaa runtime-cuda-bbb runtime-cuda-ccc runtime-cuda-ddd.tmp"
+    names = [*names.split(), "runtime-cuda-deps-xxx", "runtime-cuda-deps-yyy", "base-b-1", "op-1"]
+    for name in names:
+        (tmp_path / name).mkdir()
+    # The new app and deps builds, and the old archive that still holds the deps blob.
+    keep = [tmp_path / n for n in ("runtime-cuda-bbb", "runtime-cuda-deps-xxx", "runtime-cuda-aaa")]
+    images.prune(tmp_path, keep)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(set(names) - {"runtime-cuda-ccc", "runtime-cuda-deps-yyy"})
