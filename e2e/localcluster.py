@@ -2513,35 +2513,19 @@ def thin_archive(tar: Path, present: set[str], dest: Path) -> int:
     """Write to ``dest`` the OCI archive ``tar`` without the layer blobs in ``present``;
     return how many were left out (0: nothing written, import ``tar`` itself). containerd
     then finds those layers in its content store, and their snapshots unpacked."""
-    with tarfile.open(tar) as archive:
-        try:
-            index = json.loads(_member(archive, "index.json"))
-            manifests = [json.loads(_member(archive, _blob_path(m["digest"])))
-                         for m in index["manifests"]]  # fmt: skip
-        except (KeyError, ValueError, ClusterError):
-            return 0  # not an OCI layout (a docker-archive, say): import it whole
-        layers = {layer["digest"] for m in manifests for layer in m.get("layers", [])}
-        skip = {_blob_path(d) for d in layers & present}
-        if not skip:
-            return 0
-        with tarfile.open(dest, "w") as out:
-            for member in archive:
-                if member.name in skip:
-                    continue
+    oci = _load_oci()
+    try:
+        layers = oci.layers_in_archive(tar)
+    except (KeyError, ValueError):
+        return 0  # not an OCI layout (a docker-archive, say): import it whole
+    skip = {oci.blob_name(layer.digest) for layer in layers if layer.digest in present}
+    if not skip:
+        return 0
+    with tarfile.open(tar) as archive, tarfile.open(dest, "w") as out:
+        for member in archive:
+            if member.name not in skip:
                 out.addfile(member, archive.extractfile(member) if member.isfile() else None)
     return len(skip)
-
-
-def _blob_path(digest: str) -> str:
-    algorithm, value = digest.split(":", 1)
-    return f"blobs/{algorithm}/{value}"
-
-
-def _member(archive: tarfile.TarFile, name: str) -> bytes:
-    member = archive.extractfile(name)
-    if member is None:
-        raise ClusterError(f"{archive.name} has no file {name}")
-    return member.read()
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -274,7 +274,7 @@ def _descriptor(media_type: str, data: bytes) -> dict[str, Any]:
     }
 
 
-def _blob_name(digest: str) -> str:
+def blob_name(digest: str) -> str:
     algo, _, hexa = digest.partition(":")
     return f"blobs/{algo}/{hexa}"
 
@@ -334,9 +334,9 @@ def image_documents(
         ],
     }
     docker_entry = {
-        "Config": _blob_name(manifest["config"]["digest"]),
+        "Config": blob_name(manifest["config"]["digest"]),
         "RepoTags": [ref],
-        "Layers": [_blob_name(lay.digest) for lay in layers],
+        "Layers": [blob_name(lay.digest) for lay in layers],
     }
     return config_blob, manifest_blob, _json_blob(index), docker_entry
 
@@ -366,14 +366,14 @@ def write_image(
             if layer.digest in seen:  # the same layer twice: one blob
                 continue
             seen.add(layer.digest)
-            info = tarfile.TarInfo(_blob_name(layer.digest))
+            info = tarfile.TarInfo(blob_name(layer.digest))
             info.size = layer.size
             info.mode = 0o644
             with layer.path.open("rb") as f:
                 f.seek(layer.offset)
                 tar.addfile(info, f)  # copies exactly info.size bytes
         for blob in (config_blob, manifest_blob):
-            _add_bytes(tar, _blob_name("sha256:" + hashlib.sha256(blob).hexdigest()), blob)
+            _add_bytes(tar, blob_name("sha256:" + hashlib.sha256(blob).hexdigest()), blob)
         _add_bytes(tar, "index.json", index_blob)
         _add_bytes(tar, "manifest.json", _json_blob([docker_entry]))
     tmp.replace(out)
@@ -392,11 +392,11 @@ def layers_in_archive(path: Path) -> list[Layer]:
     image can reuse a big layer from an old archive without a separate copy on disk."""
     with tarfile.open(path, "r:") as tar:
         index = json.loads(_member_bytes(tar, "index.json"))
-        manifest = json.loads(_member_bytes(tar, _blob_name(index["manifests"][0]["digest"])))
-        config = json.loads(_member_bytes(tar, _blob_name(manifest["config"]["digest"])))
+        manifest = json.loads(_member_bytes(tar, blob_name(index["manifests"][0]["digest"])))
+        config = json.loads(_member_bytes(tar, blob_name(manifest["config"]["digest"])))
         layers = []
         for desc, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"], strict=True):
-            member = tar.getmember(_blob_name(desc["digest"]))
+            member = tar.getmember(blob_name(desc["digest"]))
             layers.append(
                 Layer(path, desc["digest"], diff_id, desc["size"], desc["mediaType"],
                       member.offset_data)
@@ -415,7 +415,7 @@ def _member_bytes(tar: tarfile.TarFile, name: str) -> bytes:
 
 
 def _check_blob(tar: tarfile.TarFile, desc: dict[str, Any], *, read: bool = True) -> bytes:
-    name = _blob_name(desc["digest"])
+    name = blob_name(desc["digest"])
     info = tar.getmember(name)
     if info.size != desc["size"]:
         raise ValueError(f"{name}: size {info.size}, descriptor says {desc['size']}")
@@ -429,7 +429,7 @@ def _check_blob(tar: tarfile.TarFile, desc: dict[str, Any], *, read: bool = True
 
 
 def _check_layer_digest(tar: tarfile.TarFile, desc: dict[str, Any]) -> None:
-    member = tar.extractfile(_blob_name(desc["digest"]))
+    member = tar.extractfile(blob_name(desc["digest"]))
     assert member is not None
     sha = hashlib.sha256()
     while chunk := member.read(CHUNK):
