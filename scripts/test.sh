@@ -30,9 +30,11 @@ fi
 if [ "$#" -gt 0 ]; then
   exec "$venv/bin/python" -m pytest "$@"
 fi
-# The whole suite. The unit tier is pure and single-threaded (half of it hypothesis), so it
-# runs in two processes; the tiers that share one local cluster or Ray run in one, after it.
+# The whole suite, every tier, split by folder so that each test file is in exactly one of
+# the two runs: tests/unit (pure and single-threaded, half of it hypothesis) in two
+# processes; then everything else (runtime, cluster, e2e: one local cluster and one Ray
+# for the session) in one.
 rc=0
-"$venv/bin/python" -m pytest -m unit -n 2 || rc=$?
-"$venv/bin/python" -m pytest -m "not unit" --durations=20 || rc=$?
+"$venv/bin/python" -m pytest tests/unit -n 2 || rc=$?
+"$venv/bin/python" -m pytest --ignore=tests/unit --durations=20 || rc=$?
 exit "$rc"
