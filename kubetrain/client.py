@@ -17,17 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubetrain.api.contract import DASHBOARD_PORT_NAME, head_service_name
 from kubetrain.api.v1alpha1 import (
     DRIVER_LOG_KEY,
     GROUP,
     PLURAL,
+    TERMINAL_PHASES,
     VERSION,
     TrainingJob,
     TrainingJobStatus,
 )
 from kubetrain.errors import UserError
 
-TERMINAL_PHASES = ("Succeeded", "Failed")
 FIELD_MANAGER = "kubetrain"
 
 
@@ -229,7 +230,8 @@ class Client:
         if not cluster or not submission:
             return None
         path = (
-            f"/api/v1/namespaces/{self.namespace}/services/http:{cluster}-head:dashboard"
+            f"/api/v1/namespaces/{self.namespace}/services/"
+            f"http:{head_service_name(cluster)}:{DASHBOARD_PORT_NAME}"
             f"/proxy/api/jobs/{submission}/logs"
         )
         text = self._raw_get(path)

@@ -8,7 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from kubetrain.api.v1alpha1 import Artifacts, DataStats, Progress, TrainingJobStatus
+from kubetrain.api.v1alpha1 import (
+    TERMINAL_PHASES,
+    Artifacts,
+    DataStats,
+    Progress,
+    TrainingJobStatus,
+)
 
 #: Phases before the runtime reports: shown as one waiting line each, with the reason
 #: (no phase yet: no operator has looked at the job).
@@ -51,7 +57,7 @@ class StatusReplay:
             self.display.step(_WAITING[phase], status.message or status.reason or "")
         self.phase = (phase, status.reason)
         self._progress(status)
-        if phase in ("Succeeded", "Failed"):
+        if phase in TERMINAL_PHASES:
             self.display.finished(
                 phase == "Succeeded",
                 dict(status.metrics),

@@ -14,6 +14,18 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
+# ------------------------------------------------------------------ the head's Service
+
+#: The port of the head's Service that serves Ray's dashboard and jobs API, by name: the
+#: operator submits through it, ``kubetrain logs`` reads through the API server's proxy.
+DASHBOARD_PORT_NAME = "dashboard"
+
+
+def head_service_name(cluster: str) -> str:
+    """The head's Service, from the cluster's name (``status.rayClusterName``)."""
+    return f"{cluster}-head"
+
+
 # ------------------------------------------------------------------ log events
 
 #: Every event line starts with this (after whatever Ray prefixes to a driver's line).

@@ -18,7 +18,12 @@ from typing import Any
 
 import orjson
 
-from kubetrain.api.contract import ENV_JOB_NAMESPACE, OUTPUT_MOUNT, cluster_output_uri
+from kubetrain.api.contract import (
+    DASHBOARD_PORT_NAME,
+    ENV_JOB_NAMESPACE,
+    OUTPUT_MOUNT,
+    cluster_output_uri,
+)
 from kubetrain.api.raynode import NODE_GUARD, head_node, worker_node
 from kubetrain.api.v1alpha1 import (
     API_VERSION,
@@ -231,7 +236,7 @@ def head_service(job: JobRef) -> Obj:
             "selector": {LABEL_JOB_UID: job.uid, LABEL_ROLE: ROLE_HEAD},
             "ports": [
                 {"name": "gcs", "port": GCS_PORT, "targetPort": GCS_PORT},
-                {"name": "dashboard", "port": DASHBOARD_PORT, "targetPort": DASHBOARD_PORT},
+                {"name": DASHBOARD_PORT_NAME, "port": DASHBOARD_PORT, "targetPort": DASHBOARD_PORT},
                 {"name": "client", "port": CLIENT_PORT, "targetPort": CLIENT_PORT},
             ],
         },
@@ -458,7 +463,7 @@ def head_pod(
         resources=_resources(limits, placement),
         ports=[
             {"name": "gcs", "containerPort": GCS_PORT},
-            {"name": "dashboard", "containerPort": DASHBOARD_PORT},
+            {"name": DASHBOARD_PORT_NAME, "containerPort": DASHBOARD_PORT},
             {"name": "client", "containerPort": CLIENT_PORT},
         ],
         probe=_http_probe("/api/gcs_healthz", DASHBOARD_PORT),

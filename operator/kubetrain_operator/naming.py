@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kubetrain.api.contract import head_service_name
 from kubetrain.api.v1alpha1 import API_VERSION, GROUP, KIND
 
 UID_FRAGMENT = 5
@@ -57,7 +58,7 @@ class JobRef:
 
     @property
     def head_service(self) -> str:
-        return f"{self.cluster}-head"
+        return head_service_name(self.cluster)
 
     def worker_pod(self, index: int) -> str:
         return f"{self.cluster}-worker-{index}"
