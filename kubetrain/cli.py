@@ -156,18 +156,21 @@ def _watch_one(client: Any, name: str) -> int:
     from kubetrain.watching import StatusReplay
     from kubetrain_runtime.rich_reporter import RichReporter
 
-    first = client.get(name)
-    try:
-        model: TrainingJob | None = TrainingJob.model_validate(first)
-    except ValueError:
-        model = None  # written by a newer kubetrain: show it without its spec
-    replay = StatusReplay(RichReporter(model))
-    status: dict[str, Any] = {}
-    for job in client.watch(name):
+    replay: StatusReplay | None = None
+
+    def show(job: dict[str, Any]) -> None:
+        nonlocal replay
+        if replay is None:  # the first version seen: the display needs the spec
+            try:
+                model: TrainingJob | None = TrainingJob.model_validate(job)
+            except ValueError:
+                model = None  # written by a newer kubetrain: show it without its spec
+            replay = StatusReplay(RichReporter(model))
         replay.update(job)
-        status = job.get("status") or {}
-    if status.get("phase") == "Failed":
-        print(f"error: trainingjob {name} failed: {status.get('message') or ''}", file=sys.stderr)
+
+    final = client.wait(name, on_change=show)
+    if final.phase == "Failed":
+        print(f"error: trainingjob {name} failed: {final.message or ''}", file=sys.stderr)
         return 1
     return 0
 
