@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from kubetrain.api.v1alpha1 import default_task
+
 Job = Mapping[str, Any]
 
 TABLE_COLUMNS = ("NAME", "PHASE", "STAGE", "PROGRESS", "METRIC", "MODEL", "AGE")
@@ -66,15 +68,25 @@ def _progress_parts(progress: Mapping[str, Any]) -> list[str]:
     return parts
 
 
+def _default_task(model_type: Any) -> str:
+    """The task the API fills in for a spec that names none ("" for a type this kubetrain
+    does not know: a job written by a newer one)."""
+    try:
+        return default_task(model_type)
+    except (KeyError, TypeError):
+        return ""
+
+
 def describe(job: Job, events: Sequence[Mapping[str, Any]] = ()) -> str:
     """Conditions, data statistics, metrics, artifacts and events, readable."""
     meta, status = job["metadata"], _status(job)
     spec = job.get("spec") or {}
+    model = spec.get("model") or {}
+    task = model.get("task") or _default_task(model.get("type"))
     lines = [
         f"Name:        {meta['name']}",
         f"Namespace:   {meta.get('namespace', '')}",
-        f"Model:       {spec.get('model', {}).get('type', '')}"
-        f" ({spec.get('model', {}).get('task') or 'classification'})",
+        f"Model:       {model.get('type', '')} ({task})",
         f"Phase:       {status.get('phase') or '<new>'}"
         + (f" ({status['reason']})" if status.get("reason") else ""),
     ]

@@ -554,12 +554,17 @@ def _builtin_metrics() -> list[str]:
 ModelType = Literal["cnn", "rnn", "vae", "mlp"]
 Task = Literal["classification", "regression", "generation"]
 _SECTIONS: tuple[ModelType, ...] = ("cnn", "rnn", "vae", "mlp")
-_TASKS_BY_TYPE: dict[str, tuple[str, ...]] = {
+_TASKS_BY_TYPE: dict[str, tuple[Task, ...]] = {
     "cnn": ("classification",),
     "rnn": ("classification", "regression"),
     "vae": ("generation",),
     "mlp": ("classification", "regression"),
 }
+
+
+def default_task(model_type: str) -> Task:
+    """The task a model of this type does when the spec names none (the first it can do)."""
+    return _TASKS_BY_TYPE[model_type][0]
 
 
 class ModelSpec(ApiModel):
@@ -604,7 +609,7 @@ class ModelSpec(ApiModel):
             if section != self.type and getattr(self, section) is not None:
                 raise ValueError(f"only the section named by type may be set (found {section})")
         if self.task is None:
-            self.task = _TASKS_BY_TYPE[self.type][0]
+            self.task = default_task(self.type)
         return self
 
     @field_validator("task")
@@ -622,7 +627,7 @@ class ModelSpec(ApiModel):
     def effective_task(self) -> Task:
         """The task, never None: validation fills it in from the type, but a model built
         without validation (``model_construct``) may not have it."""
-        return self.task or _TASKS_BY_TYPE[self.type][0]
+        return self.task or default_task(self.type)
 
     def section(self) -> CnnSpec | RnnSpec | VaeSpec | MlpSpec:
         """The type's settings, defaulted when the manifest left them out."""

@@ -58,3 +58,14 @@ def test_describe_is_readable():
                  "  driver log: /output/digits/logs/driver.log",
                  "  Normal ClusterReady (x2): ready"):  # fmt: skip
         assert line in text.splitlines(), (line, text)
+
+
+@pytest.mark.parametrize(
+    ("model", "shown"),
+    [({"type": "vae"}, "vae (generation)"), ({"type": "rnn", "task": "regression"},
+     "rnn (regression)"), ({"type": "transformer"}, "transformer ()")],
+)  # fmt: skip
+def test_describe_names_the_task_the_api_fills_in(model, shown):
+    """kubectl-applied specs often leave the task out: it comes from the model type."""
+    job = {**JOB, "spec": {"model": model}}
+    assert f"Model:       {shown}" in describe(job, []).splitlines()
