@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the pinned test-cluster binaries (Kubernetes control plane, etcd, kwok; the real node's
-# kubelet, kube-proxy and CoreDNS, helm and kind on request) from the Go modules under
+# kubelet, kube-proxy and CoreDNS, helm, the versitygw S3 server and kind on request) from the
+# Go modules under
 # e2e/tools/, once per pin set, into
 #   ${KUBETRAIN_CACHE:-$HOME/.cache/kubetrain}/bin/<version-key>/
 # and print that directory as the last line of stdout.
@@ -12,8 +13,8 @@
 # Usage: e2e/build-tools.sh [core|node|all|TOOL...] [--dir] [--check]
 #   core (default)  kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok
 #   node            kubelet, kube-proxy, coredns (for `local-cluster.sh up --node`)
-#   all             core + node + helm + kind
-#   TOOL            one of: kubernetes kubernetes-node coredns etcd kwok helm kind
+#   all             core + node + helm + versitygw + kind
+#   TOOL            one of: kubernetes kubernetes-node coredns etcd kwok helm versitygw kind
 #   --dir           print the bin dir and exit without building
 #   --check         exit 1 (listing what is missing on stderr) unless the requested binaries exist
 set -euo pipefail
@@ -36,7 +37,7 @@ K8S_VERSION="$(pinned kubernetes k8s.io/kubernetes)"
 version_key() {
   local h
   h="$( { echo "recipe=$RECIPE"; cat "$TOOLS_DIR/go.work" "$TOOLS_DIR/go.work.sum"
-          for t in kubernetes coredns etcd kwok helm kind; do
+          for t in kubernetes coredns etcd kwok helm versitygw kind; do
             cat "$TOOLS_DIR/$t/go.mod" "$TOOLS_DIR/$t/go.sum"; done; } | sha256sum | cut -c1-12)"
   echo "k8s-${K8S_VERSION}-${h}"
 }
@@ -46,8 +47,8 @@ binaries_of() {
   case "$1" in
     kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubectl ;;
     kubernetes-node) echo kubelet kube-proxy ;;
-    coredns | etcd | kwok | helm | kind) echo "$1" ;;
-    *) die "unknown tool '$1' (known: kubernetes kubernetes-node coredns etcd kwok helm kind)" ;;
+    coredns | etcd | kwok | helm | versitygw | kind) echo "$1" ;;
+    *) die "unknown tool '$1' (known: kubernetes kubernetes-node coredns etcd kwok helm versitygw kind)" ;;
   esac
 }
 
@@ -56,7 +57,7 @@ for arg in "$@"; do
   case "$arg" in
     core | "") tools+=(kubernetes etcd kwok) ;;
     node) tools+=(kubernetes-node coredns) ;;
-    all) tools+=(kubernetes etcd kwok kubernetes-node coredns helm kind) ;;
+    all) tools+=(kubernetes etcd kwok kubernetes-node coredns helm versitygw kind) ;;
     --dir) mode=dir ;;
     --check) mode=check ;;
     -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -129,6 +130,8 @@ build_tool() {
     helm)
       (cd "$TOOLS_DIR/$t" && go build -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$(pinned helm helm.sh/helm/v3)" \
         -o "$tmp/helm" helm.sh/helm/v3/cmd/helm) ;;
+    versitygw)
+      (cd "$TOOLS_DIR/$t" && go build -ldflags "-s -w" -o "$tmp/versitygw" github.com/versity/versitygw/cmd/versitygw) ;;
     kind)
       (cd "$TOOLS_DIR/$t" && go build -ldflags "-s -w" -o "$tmp/kind" sigs.k8s.io/kind) ;;
   esac

@@ -67,6 +67,18 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
+def _datasets(args: argparse.Namespace) -> int:
+    """``kubetrain datasets write NAME DIR``: real data to try the file readers on."""
+    try:
+        from kubetrain_runtime.datasets import write
+    except ImportError as exc:
+        raise UserError(f"the runtime is not installed ({exc.name} missing)") from None
+    if not 1 <= args.scale <= 64:
+        raise UserError("--scale must be between 1 and 64")
+    print(write(args.name, Path(args.folder), file_format=args.format, scale=args.scale))
+    return 0
+
+
 def _ray(args: argparse.Namespace) -> int:
     """``kubetrain ray status|stop``: the local Ray that ``run`` keeps between runs."""
     try:
@@ -268,6 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
     ray = sub.add_parser("ray", help="show or stop the local Ray that `run` keeps between runs")
     ray.add_argument("action", choices=["status", "stop"])
     ray.set_defaults(handler=_ray)
+
+    datasets = sub.add_parser(
+        "datasets", help="write a bundled dataset as files (PNG class folders, CSV, Parquet)"
+    )
+    datasets.add_argument("action", choices=["write"])
+    datasets.add_argument(
+        "name", help="digits-png (images in class folders), or a table: digits, iris, wine, "
+        "co2, gunpoint",
+    )  # fmt: skip
+    datasets.add_argument("folder", metavar="DIR")
+    datasets.add_argument("--format", choices=["parquet", "csv"], default="parquet",
+                          help="for tables (default parquet)")  # fmt: skip
+    datasets.add_argument("--scale", type=int, default=1,
+                          help="digits-png: enlarge the 8x8 images this many times")  # fmt: skip
+    datasets.set_defaults(handler=_datasets)
 
     _add_cluster_commands(sub)
 

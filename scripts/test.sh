@@ -15,7 +15,7 @@ if [ "${KUBETRAIN_SKIP_TOOLS:-0}" != 1 ]; then
     e2e/build-images.sh operator runtime >"$images_log" 2>&1 &
     images=$!
   fi
-  KUBETRAIN_BIN_DIR=$(e2e/build-tools.sh core node helm | tail -n 1)
+  KUBETRAIN_BIN_DIR=$(e2e/build-tools.sh core node helm versitygw | tail -n 1)
   export KUBETRAIN_BIN_DIR
   if [ -n "$images" ] && ! wait "$images"; then
     cat "$images_log" >&2

@@ -25,3 +25,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # both tiers get the same session fixtures (a fixture defined in two conftests runs twice).
 from kube_session import *  # noqa: E402, F403
 from kube_session import pytest_collection_finish  # noqa: E402, F401
+from object_store import bucket, object_store, s3, s3_env  # noqa: E402, F401

@@ -9,6 +9,7 @@ the same columns; a runtime-tier test holds the two to each other.
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Sequence
 
 from kubetrain.api import columns as cols
@@ -34,7 +35,13 @@ _BUILTIN_COLUMNS: dict[str, list[str]] = {
         "od280_od315_of_diluted_wines",
         "proline",
     ],
+    "co2": ["date", "co2"],
+    "gunpoint": ["series", "split", "t", "value"],
 }
+#: Bundled columns that hold no numbers (a sequence's default features leave them out).
+_NOT_NUMERIC = {"co2": {"date"}, "gunpoint": {"split"}}
+#: Datasets without a label column: a series to forecast.
+_UNLABELLED = {"co2"}
 _DATA = "spec.data"
 
 
@@ -48,15 +55,77 @@ def feature_columns(source: DataSource) -> list[str] | None:
 
 
 def check(spec: TrainingJobSpec) -> None:
-    """A SpecError naming the field, where the spec cannot work on its bundled data."""
+    """A SpecError naming the field, where the spec cannot work on its bundled data (or
+    on images whose size and mode it fixes)."""
+    custom = bool(spec.training.trainFunction)
+    if not custom:
+        _check_image_shape(spec)
     columns = feature_columns(spec.data.source)
     if columns is None:
         return
-    everything = [*columns, BUILTIN_LABEL]
+    name = spec.data.source.builtin.name if spec.data.source.builtin else ""
+    everything = columns if name in _UNLABELLED else [*columns, BUILTIN_LABEL]
     _check_rule_columns(spec, everything)
+    if spec.data.sequence is not None:
+        sample = _sequence_sample(spec, everything, _NOT_NUMERIC.get(name, set()))
+        if not custom:
+            input_shape(spec.model, sample[0] * sample[1], sample)
+        return
+    if name in _UNLABELLED:
+        raise SpecError(
+            f"{name} is a series with no label: cut it into windows with spec.data.sequence "
+            "and forecast it (sequence.targets)",
+            field=f"{_DATA}.sequence",
+        )
     features = _features(spec.data.features, everything)
-    if not spec.data.preprocessing.encode and not spec.training.trainFunction:
+    if not spec.data.preprocessing.encode and not custom:
         input_shape(spec.model, len(features))  # one-hot widths would come from the data
+
+
+def _check_image_shape(spec: TrainingJobSpec) -> None:
+    """Images with a fixed size and mode have a known shape: a kernel larger than the
+    image fails at validation, not in a cluster."""
+    image = spec.data.image_spec
+    if image is None or not image.size or not image.mode:
+        return
+    sample = [1 if image.mode == "L" else 3, *image.size]
+    input_shape(spec.model, math.prod(sample), sample)
+
+
+def _sequence_sample(
+    spec: TrainingJobSpec, everything: list[str], not_numeric: set[str]
+) -> list[int]:
+    """``[window, features]`` of a bundled series, its columns checked as the runtime
+    checks them."""
+    sequence, data = spec.data.sequence, spec.data
+    assert sequence is not None
+    where = f"{_DATA}.sequence"
+    cols.require(sequence.orderBy, everything, f"{where}.orderBy")
+    if sequence.groupBy is not None:
+        cols.require(sequence.groupBy, everything, f"{where}.groupBy")
+    if data.label is not None:
+        cols.require(data.label, everything, f"{_DATA}.label")
+    targets = cols.expand(sequence.targets, everything, f"{where}.targets")
+    for index, name in enumerate(targets):
+        if name in not_numeric:
+            raise SpecError(f"column {name!r} holds no numbers", field=f"{where}.targets[{index}]")
+    split_column = data.validation.column
+    if split_column is not None:
+        cols.require(split_column, everything, f"{_DATA}.validation.column")
+    apart = {sequence.orderBy, sequence.groupBy, data.label, split_column}
+    if data.features:
+        features = cols.expand(data.features, everything, f"{_DATA}.features")
+    else:
+        features = [c for c in everything if c not in apart and c not in not_numeric]
+        features = [c for c in features if c != BUILTIN_LABEL]
+    for index, name in enumerate(features):
+        if name in apart or name in not_numeric:
+            raise SpecError(
+                f"{name!r} cannot be a sequence feature (it is the time, series or label "
+                "column, or holds no numbers)",
+                field=f"{_DATA}.features[{index}]",
+            )
+    return [sequence.window, len(features)]
 
 
 def _features(listed: Sequence[str], everything: list[str]) -> list[str]:

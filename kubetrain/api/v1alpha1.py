@@ -134,9 +134,13 @@ class ApiModel(BaseModel):
 
 
 class BuiltinDataset(ApiModel):
-    name: Literal["digits", "iris", "wine"] = Field(
-        description="A dataset bundled with scikit-learn: digits (8x8 images, 10 classes), "
-        "iris (4 features, 3 classes) or wine (13 features, 3 classes)."
+    name: Literal["digits", "iris", "wine", "co2", "gunpoint"] = Field(
+        description="A dataset shipped inside a Python package (nothing is downloaded): from "
+        "scikit-learn digits (8x8 images, 10 classes), iris (4 features, 3 classes) and wine "
+        "(13 features, 3 classes); statsmodels' co2 (weekly CO2 at Mauna Loa, 1958-2001: "
+        "columns date and co2, with 59 gaps), a series to forecast; sktime's gunpoint (UCR "
+        "GunPoint: 200 series of 150 steps, 2 classes, long form: series, split (UCR's train "
+        "or test), t, value, target)."
     )
 
 
@@ -163,6 +167,8 @@ FORMAT_ENDINGS: dict[str, tuple[str, ...]] = {
     "jsonl": (".jsonl", ".ndjson", ".json"),
     "numpy": (".npy", ".npz"),
 }
+#: Image files that the ``images`` format reads from class folders (any letter case).
+IMAGE_ENDINGS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
 FORMAT_MISMATCH = "format does not fit the file's ending: " + "; ".join(
     f"{'/'.join(endings)} is {fmt}" for fmt, endings in FORMAT_ENDINGS.items()
 )
@@ -192,9 +198,11 @@ class UriSource(ApiModel):
         description="A file or directory: a local or PVC-mounted path (/data/x.csv), or an "
         "fsspec URI such as s3://bucket/prefix/ or gs://bucket/file.parquet.",
     )
-    format: Literal["csv", "parquet", "jsonl", "numpy"] = Field(
+    format: Literal["csv", "parquet", "jsonl", "numpy", "images"] = Field(
         "csv",
-        description="File format. numpy expects .npy (or .npz with arrays named x and y).",
+        description="File format. numpy expects .npy (or .npz with arrays named x and y). "
+        "images: a folder with one subfolder per class (root/<class>/<file>.png, .jpg, "
+        ".jpeg or .webp); each image's label is its folder's name, in the column 'class'.",
     )
 
     @model_validator(mode="after")
@@ -397,15 +405,289 @@ class Preprocessing(ApiModel):
     encode: list[Encode] = Field(default_factory=list, max_length=64, description="Encoders.")
 
 
+def _size(field: str) -> str:
+    """CEL: the length of a list field, 0 when it is absent."""
+    return f"(has(self.{field}) ? self.{field}.size() : 0)"
+
+
+#: The largest image side kubetrain resizes to or reads without resizing: a bound on what
+#: one sample holds in memory (2048 x 2048 RGB is 12 MiB).
+MAX_IMAGE_SIDE = 2048
+ImageSide = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
+IMAGE_PAIR = "is [height, width]"
+NORMALIZE_GIVEN = "method given needs mean and std, one value per channel each"
+NORMALIZE_NOT_GIVEN = "mean and std are used only with method given"
+CHANNELS_OF_MODE = "mean and std need one value per channel of mode (L: 1, RGB: 3)"
+
+
+class ImageNormalization(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.method) || self.method != 'given' || "
+                    f"({_size('mean')} > 0 && {_size('mean')} == {_size('std')})",
+                    NORMALIZE_GIVEN,
+                ),
+                _cel(
+                    "(has(self.method) && self.method == 'given') || "
+                    f"({_size('mean')} == 0 && {_size('std')} == 0)",
+                    NORMALIZE_NOT_GIVEN,
+                ),
+            ]
+        }
+    )
+
+    method: Literal["fit", "given", "none"] | None = Field(
+        None,
+        description="fit: each channel's mean and std, computed on the training split; "
+        "given: the mean and std below (on pixels scaled to [0, 1]); none: pixels scaled to "
+        "[0, 1] only. Unset means fit, except for a vae, which models pixels in [0, 1] (none).",
+    )
+    mean: list[Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
+        default_factory=list, max_length=4, description="Per-channel mean, for method given."
+    )
+    std: list[Annotated[float, Field(gt=0, le=1e6)]] = Field(
+        default_factory=list, max_length=4, description="Per-channel std, for method given."
+    )
+
+    @model_validator(mode="after")
+    def _given_values(self) -> ImageNormalization:
+        if self.method == "given":
+            if not self.mean or len(self.mean) != len(self.std):
+                raise ValueError(NORMALIZE_GIVEN)
+        elif self.mean or self.std:
+            raise ValueError(NORMALIZE_NOT_GIVEN)
+        return self
+
+
+class ImageAugmentation(ApiModel):
+    """Random changes to each training image, drawn anew every epoch on the training
+    workers: the validation split is never augmented, and no augmented copy is stored."""
+
+    horizontalFlip: bool = Field(False, description="Mirror left-right with probability 0.5.")
+    verticalFlip: bool = Field(False, description="Mirror top-bottom with probability 0.5.")
+    cropPadding: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Pad each side by this many pixels (zeros), then crop a random window "
+        "of the image's size: random shifts of up to cropPadding pixels. 0 means off.",
+    )
+
+
+class ImageSpec(ApiModel):
+    """How image files become model inputs. Decoding runs in parallel in Ray Data tasks; a
+    file that does not decode is dropped and counted (status.dataStats.undecodable)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(f"{_size('size')} == 0 || {_size('size')} == 2", IMAGE_PAIR, ".size"),
+                _cel(
+                    f"{_size('minSize')} == 0 || {_size('minSize')} == 2",
+                    IMAGE_PAIR,
+                    ".minSize",
+                ),
+                _cel(
+                    "!has(self.mode) || !has(self.normalize) || "
+                    "!has(self.normalize.mean) || self.normalize.mean.size() == 0 || "
+                    "self.normalize.mean.size() == (self.mode == 'L' ? 1 : 3)",
+                    CHANNELS_OF_MODE,
+                    ".normalize.mean",
+                ),
+            ]
+        }
+    )
+
+    column: ColumnName | None = Field(
+        None,
+        description="For a table (csv, parquet, jsonl): the column that holds each image, as "
+        "a path (absolute, a URI, or relative to the table's folder) or as the encoded "
+        "file's bytes. Unset for format images.",
+    )
+    size: list[ImageSide] = Field(
+        default_factory=list,
+        max_length=2,
+        description="[height, width] every image is brought to: scaled to cover it, keeping "
+        "its aspect ratio, then centre-cropped. Empty means every image keeps its size, and "
+        "all must have the same.",
+    )
+    mode: Literal["L", "RGB"] | None = Field(
+        None,
+        description="Channels every image is converted to: L (1, grey) or RGB (3). Unset "
+        "keeps each image's own (grey stays 1 channel, colour 3, alpha is dropped); then all "
+        "must agree.",
+    )
+    minSize: list[ImageSide] = Field(
+        default_factory=list,
+        max_length=2,
+        description="[height, width]: smaller images (before resizing) are dropped and "
+        "counted, like rows a cleaning rule drops.",
+    )
+    normalize: ImageNormalization = Field(
+        default_factory=ImageNormalization, description="Per-channel normalization."
+    )
+    augment: ImageAugmentation = Field(
+        default_factory=ImageAugmentation,
+        description="Training-time augmentation, on the fly, training split only.",
+    )
+
+    @model_validator(mode="after")
+    def _pairs_and_channels(self) -> ImageSpec:
+        for name in ("size", "minSize"):
+            if len(getattr(self, name)) not in (0, 2):
+                raise nested_error(name, IMAGE_PAIR)
+        given = self.normalize.mean
+        if self.mode and given and len(given) != (1 if self.mode == "L" else 3):
+            raise nested_error("normalize.mean", CHANNELS_OF_MODE)
+        return self
+
+
+SERIES_LABEL_NEEDS_GROUP = "labelPer series needs groupBy (the column that names each series)"
+ORDER_NOT_GROUP = "orderBy and groupBy must be different columns"
+TIME_NOT_TARGET = "orderBy and groupBy cannot be targets"
+
+
+class SequenceSpec(ApiModel):
+    """A long table (one row per time step) cut into windows by Ray Data, in parallel: each
+    series (groupBy) is sorted by orderBy and cut into windows of `window` steps, every
+    `stride` steps; no window spans two series. The validation split is by time within each
+    series: its windows come after the training windows and never overlap them (with
+    labelPer series, whole series are held out instead)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("self.labelPer != 'series' || has(self.groupBy)", SERIES_LABEL_NEEDS_GROUP),
+                _cel("!has(self.groupBy) || self.groupBy != self.orderBy", ORDER_NOT_GROUP),
+                _cel(
+                    "!has(self.targets) || (!(self.orderBy in self.targets) && "
+                    "(!has(self.groupBy) || !(self.groupBy in self.targets)))",
+                    TIME_NOT_TARGET,
+                    ".targets",
+                ),
+            ]
+        }
+    )
+
+    window: int = Field(ge=1, le=10_000, description="Time steps in each input window.")
+    horizon: int = Field(
+        1, ge=1, le=1000, description="Regression: the steps after each window to forecast."
+    )
+    stride: int = Field(1, ge=1, le=10_000, description="Steps between window starts.")
+    orderBy: ColumnName = Field(
+        description="The time column: numbers, dates, or text that reads as dates."
+    )
+    groupBy: ColumnName | None = Field(
+        None,
+        description="The column that names each series (a device, a sensor); unset means the "
+        "whole table is one series.",
+    )
+    targets: Columns = Field(
+        default_factory=list,
+        description="Regression: the columns to forecast, `horizon` steps each. They may "
+        "also be features (their past values are then inputs).",
+    )
+    labelPer: Literal["window", "series"] = Field(
+        "window",
+        description="Classification: window takes the label at each window's last step; "
+        "series takes the series' label (it must not change within a series), and the "
+        "validation split holds out whole series.",
+    )
+    normalize: Literal["standard", "lastValue", "none"] = Field(
+        "standard",
+        description="How values are scaled for the model, with statistics of the training "
+        "split: standard subtracts each column's mean; lastValue subtracts each window's "
+        "last step, so that a forecast is a change from the last value seen (for series "
+        "with a trend; the targets must also be features); both then divide by the "
+        "standard deviation. none leaves the values as they are. Metrics are always in the "
+        "data's own units.",
+    )
+
+    @model_validator(mode="after")
+    def _columns_apart(self) -> SequenceSpec:
+        if self.labelPer == "series" and self.groupBy is None:
+            raise ValueError(SERIES_LABEL_NEEDS_GROUP)
+        if self.groupBy is not None and self.groupBy == self.orderBy:
+            raise ValueError(ORDER_NOT_GROUP)
+        if self.orderBy in self.targets or (self.groupBy and self.groupBy in self.targets):
+            raise nested_error("targets", TIME_NOT_TARGET)
+        return self
+
+
+SPLIT_VALUES_WITH_COLUMN = (
+    "column and values go together: the rows whose column holds one of values validate"
+)
+
+
 class ValidationSplit(ApiModel):
-    fraction: float = Field(0.2, gt=0, lt=1, description="Share of rows held out for validation.")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(f"has(self.column) == ({_size('values')} > 0)", SPLIT_VALUES_WITH_COLUMN)
+            ]
+        }
+    )
+
+    fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of rows held out for validation (unused with column). Sequences "
+        "hold out the last fraction of each series' time, or of the series (labelPer series).",
+    )
     seed: int = Field(42, ge=0, description="Seed of the shuffle before the split.")
+    column: ColumnName | None = Field(
+        None,
+        description="A split the data already has, such as a benchmark's own train/test: "
+        "the rows (for a sequence with labelPer series, the series) whose value in this "
+        "column is one of values validate; all others train.",
+    )
+    values: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The column's values that mark validation rows, as text (a number as "
+        "its digits: '3').",
+    )
+
+    @model_validator(mode="after")
+    def _column_with_values(self) -> ValidationSplit:
+        if (self.column is None) == bool(self.values):
+            raise ValueError(SPLIT_VALUES_WITH_COLUMN)
+        return self
 
 
 #: The label column of the bundled and generated datasets.
 BUILTIN_LABEL = "target"
 BUILTIN_LABEL_ONLY = f"bundled and generated datasets have one label column, {BUILTIN_LABEL!r}"
 LABEL_NOT_FEATURE = "the label cannot also be a feature"
+#: The label column of images read from class folders (format images): the folder's name.
+CLASS_FOLDER_LABEL = "class"
+FOLDER_LABEL_ONLY = (
+    f"images in class folders have one label column, {CLASS_FOLDER_LABEL!r} (the folder name)"
+)
+IMAGES_OR_SEQUENCE = "images and sequence cannot both be set"
+IMAGES_NEED_FILES = "images are read from files: set source.uri"
+IMAGE_COLUMN_RULE = (
+    "format images reads class folders and takes no column; a table (csv, parquet, jsonl) "
+    "needs images.column, the column with each image's path or bytes"
+)
+IMAGES_TAKE_NO_FEATURES = "the image is the input: features must be empty"
+NO_TABLE_PREPROCESSING = (
+    "preprocessing (impute, scale, encode) is for tables; images have images.normalize "
+    "and sequences sequence.normalize"
+)
+_IS_FOLDER = "(has(self.source.uri) && self.source.uri.format == 'images')"
+_IS_IMAGES = f"(has(self.images) || {_IS_FOLDER})"
+_NO_PREPROCESSING = (
+    "(!has(self.preprocessing) || "
+    + " && ".join(
+        f"(!has(self.preprocessing.{k}) || self.preprocessing.{k}.size() == 0)"
+        for k in ("impute", "scale", "encode")
+    )
+    + ")"
+)
 
 
 class DataSpec(ApiModel):
@@ -422,6 +704,30 @@ class DataSpec(ApiModel):
                     LABEL_NOT_FEATURE,
                     ".features",
                 ),
+                _cel("!has(self.images) || !has(self.sequence)", IMAGES_OR_SEQUENCE, ".images"),
+                _cel("!has(self.images) || has(self.source.uri)", IMAGES_NEED_FILES, ".images"),
+                _cel(
+                    "!has(self.images) || !has(self.source.uri) || "
+                    "(self.source.uri.format == 'images' ? !has(self.images.column) : "
+                    "(has(self.images.column) && self.source.uri.format != 'numpy'))",
+                    IMAGE_COLUMN_RULE,
+                    ".images.column",
+                ),
+                _cel(
+                    f"!{_IS_FOLDER} || !has(self.label) || self.label == '{CLASS_FOLDER_LABEL}'",
+                    FOLDER_LABEL_ONLY,
+                    ".label",
+                ),
+                _cel(
+                    f"!{_IS_IMAGES} || !has(self.features) || self.features.size() == 0",
+                    IMAGES_TAKE_NO_FEATURES,
+                    ".features",
+                ),
+                _cel(
+                    f"!({_IS_IMAGES} || has(self.sequence)) || {_NO_PREPROCESSING}",
+                    NO_TABLE_PREPROCESSING,
+                    ".preprocessing",
+                ),
             ]
         }
     )
@@ -433,15 +739,25 @@ class DataSpec(ApiModel):
     )
     features: Columns = Field(
         default_factory=list,
-        description="Feature columns, in order. Empty means every column except the label.",
+        description="Feature columns, in order. Empty means every column except the label "
+        "(and, for sequences, the time and series columns).",
     )
     label: ColumnName | None = Field(
         None,
-        description="Label column. Bundled and generated datasets name theirs 'target'. "
-        "Not needed for generation (VAE).",
+        description="Label column. Bundled and generated datasets name theirs 'target', "
+        "images in class folders 'class'. Not needed for generation (VAE) or for a sequence "
+        "forecast (sequence.targets).",
     )
     validation: ValidationSplit = Field(
         default_factory=ValidationSplit, description="Train/validation split."
+    )
+    images: ImageSpec | None = Field(
+        None,
+        description="Image inputs: decoding, cleaning and preprocessing of image files. "
+        "Implied (with its defaults) by format images.",
+    )
+    sequence: SequenceSpec | None = Field(
+        None, description="Time series: cut a long table into windows, per series."
     )
 
     @model_validator(mode="after")
@@ -451,6 +767,36 @@ class DataSpec(ApiModel):
         if self.label is not None and self.label in self.features:
             raise nested_error("features", LABEL_NOT_FEATURE)
         return self
+
+    @model_validator(mode="after")
+    def _images_and_sequences(self) -> DataSpec:
+        uri = self.source.uri
+        folder = uri is not None and uri.format == "images"
+        if self.images is not None and self.sequence is not None:
+            raise nested_error("images", IMAGES_OR_SEQUENCE)
+        if self.images is not None and uri is None:
+            raise nested_error("images", IMAGES_NEED_FILES)
+        if self.images is not None and uri is not None:
+            column = self.images.column is not None
+            if column == folder or (not folder and uri.format == "numpy"):
+                raise nested_error("images.column", IMAGE_COLUMN_RULE)
+        if folder and self.label not in (None, CLASS_FOLDER_LABEL):
+            raise nested_error("label", FOLDER_LABEL_ONLY)
+        images = self.images is not None or folder
+        if images and self.features:
+            raise nested_error("features", IMAGES_TAKE_NO_FEATURES)
+        pre = self.preprocessing
+        if (images or self.sequence is not None) and (pre.impute or pre.scale or pre.encode):
+            raise nested_error("preprocessing", NO_TABLE_PREPROCESSING)
+        return self
+
+    @property
+    def image_spec(self) -> ImageSpec | None:
+        """The image settings: the section, or its defaults for format images."""
+        if self.images is not None:
+            return self.images
+        uri = self.source.uri
+        return ImageSpec() if uri is not None and uri.format == "images" else None
 
 
 # -------------------------------------------------------------------------- model
@@ -512,6 +858,12 @@ class RnnSpec(ApiModel):
     layers: int = Field(1, ge=1, le=16, description="Stacked recurrent layers.")
     bidirectional: bool = Field(False, description="Read sequences in both directions.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout between layers.")
+    pooling: Literal["last", "mean", "max"] = Field(
+        "last",
+        description="What the output layer reads: the last step's state (last), or the "
+        "mean or maximum of every step's state, which learns far more readily on long "
+        "sequences (a motion's 150-step trace, say).",
+    )
 
 
 class VaeSpec(ApiModel):
@@ -873,6 +1225,36 @@ def is_object_store(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
+#: The keys a storage Secret may hold, each given to the Ray pods as the variable of its name.
+STORAGE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+class StorageSpec(ApiModel):
+    """How the job reaches an object store (s3:// data, outputs and checkpoints)."""
+
+    secretName: DnsSubdomain | None = Field(
+        None,
+        description="A Secret in the job's namespace with the object store's credentials: "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, if present). "
+        "The Ray pods get them as environment variables; they never reach status, Events "
+        "or logs. Unset means the pods' own identity (an IAM role, workload identity). "
+        "Ignored by kubetrain run, which uses the caller's AWS environment.",
+    )
+    endpoint: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=r"^https?://[^\s/]+(/.*)?$",
+        description="The S3 API's address for an S3-compatible store (MinIO, SeaweedFS, "
+        "Ceph, R2), such as http://minio.storage:9000. Unset means AWS.",
+    )
+    region: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[a-z0-9-]+$",
+        description="The bucket's region, such as eu-west-1.",
+    )
+
+
 class OutputSpec(ApiModel):
     uri: str | None = Field(
         None,
@@ -937,7 +1319,22 @@ class RunPolicy(ApiModel):
 # --------------------------------------------------------------------------- spec
 
 
-LABEL_REQUIRED = "is required to train on files, except for vae"
+LABEL_REQUIRED = (
+    "is required to train on files, except for vae, images in class folders (their label "
+    "is the folder) and sequence forecasts (sequence.targets)"
+)
+IMAGE_MODELS = ("cnn", "mlp", "vae")
+SEQUENCE_MODELS = ("rnn", "mlp")
+IMAGES_NEED_MODEL = "images are read by model type cnn, mlp or vae"
+SEQUENCE_NEEDS_MODEL = "sequence windows are read by model type rnn or mlp"
+FORECAST_TARGETS = (
+    "a sequence regression forecasts sequence.targets (set at least one) and takes no label"
+)
+WINDOW_LABELS = "a sequence classification needs data.label and no sequence.targets"
+SERIES_SPLIT_ONLY = (
+    "a sequence is split by a column only with labelPer series (whole series validate); "
+    "windows and forecasts are split by time (validation.fraction)"
+)
 STOPPING_METRIC_UNKNOWN = (
     "earlyStopping.metric is not a metric that the model's task reports: "
     + "; ".join(
@@ -964,11 +1361,45 @@ class TrainingJobSpec(ApiModel):
             "x-kubernetes-validations": [
                 _cel(
                     "!has(self.data.source.uri) || has(self.data.label)"
-                    " || self.model.type == 'vae'",
+                    " || self.model.type == 'vae' || self.data.source.uri.format == 'images'"
+                    f" || (has(self.data.sequence) && {_TASK_OF} == 'regression')",
                     f"data.label {LABEL_REQUIRED}",
                     ".data.label",
                 ),
                 _cel(_STOPPING_RULE, STOPPING_METRIC_UNKNOWN, ".training.earlyStopping.metric"),
+                _cel(
+                    "!(has(self.data.images) || (has(self.data.source.uri) && "
+                    "self.data.source.uri.format == 'images')) || "
+                    f"self.model.type in {list(IMAGE_MODELS)}",
+                    IMAGES_NEED_MODEL,
+                    ".model.type",
+                ),
+                _cel(
+                    f"!has(self.data.sequence) || self.model.type in {list(SEQUENCE_MODELS)}",
+                    SEQUENCE_NEEDS_MODEL,
+                    ".model.type",
+                ),
+                _cel(
+                    f"!has(self.data.sequence) || {_TASK_OF} != 'regression' || "
+                    "(has(self.data.sequence.targets) && self.data.sequence.targets.size() > 0 "
+                    "&& !has(self.data.label))",
+                    FORECAST_TARGETS,
+                    ".data.sequence.targets",
+                ),
+                _cel(
+                    "!has(self.data.sequence) || !has(self.data.validation) || "
+                    "!has(self.data.validation.column) || "
+                    f"({_TASK_OF} == 'classification' && self.data.sequence.labelPer == 'series')",
+                    SERIES_SPLIT_ONLY,
+                    ".data.validation.column",
+                ),
+                _cel(
+                    f"!has(self.data.sequence) || {_TASK_OF} != 'classification' || "
+                    "(has(self.data.label) && (!has(self.data.sequence.targets) || "
+                    "self.data.sequence.targets.size() == 0))",
+                    WINDOW_LABELS,
+                    ".data.label",
+                ),
             ]
         }
     )
@@ -992,11 +1423,41 @@ class TrainingJobSpec(ApiModel):
         json_schema_extra=_immutable("spec.output"),
     )
     runPolicy: RunPolicy = Field(default_factory=RunPolicy, description="Lifecycle policy.")
+    storage: StorageSpec = Field(
+        default_factory=StorageSpec,
+        description="Credentials and endpoint of the object store that s3:// URIs name.",
+    )
 
     @model_validator(mode="after")
     def _label_needed(self) -> TrainingJobSpec:
-        if self.model.type != "vae" and self.data.source.uri is not None and not self.data.label:
+        data, task = self.data, self.model.effective_task
+        uri = data.source.uri
+        exempt = (
+            self.model.type == "vae"
+            or (uri is not None and uri.format == "images")
+            or (data.sequence is not None and task == "regression")
+        )
+        if uri is not None and not data.label and not exempt:
             raise nested_error("data.label", LABEL_REQUIRED)
+        return self
+
+    @model_validator(mode="after")
+    def _inputs_fit_model(self) -> TrainingJobSpec:
+        data, model, task = self.data, self.model, self.model.effective_task
+        if data.image_spec is not None and model.type not in IMAGE_MODELS:
+            raise nested_error("model.type", IMAGES_NEED_MODEL)
+        sequence = data.sequence
+        if sequence is None:
+            return self
+        if model.type not in SEQUENCE_MODELS:
+            raise nested_error("model.type", SEQUENCE_NEEDS_MODEL)
+        if task == "regression" and (not sequence.targets or data.label is not None):
+            raise nested_error("data.sequence.targets", FORECAST_TARGETS)
+        if task == "classification" and (data.label is None or sequence.targets):
+            raise nested_error("data.label", WINDOW_LABELS)
+        by_series = task == "classification" and sequence.labelPer == "series"
+        if data.validation.column is not None and not by_series:
+            raise nested_error("data.validation.column", SERIES_SPLIT_ONLY)
         return self
 
     @model_validator(mode="after")
@@ -1071,14 +1532,69 @@ class RuleDrop(StatusModel):
     dropped: int = Field(description="Rows it removed.")
 
 
+#: Entries kept in status for per-class counts and image sizes (the data report has all).
+MAX_STATUS_CLASSES = 100
+MAX_STATUS_SIZES = 10
+#: Names of undecodable (or missing) files kept in status and the report.
+MAX_BAD_FILES = 5
+
+
+class SizeCount(StatusModel):
+    size: str = Field(description="An image's size as read, height x width (such as 480x640).")
+    count: int = Field(description="Images of that size.")
+
+
+class ImageStats(StatusModel):
+    shape: list[int] = Field(
+        default_factory=list, description="What the model reads: [channels, height, width]."
+    )
+    sizesSeen: list[SizeCount] = Field(
+        default_factory=list,
+        max_length=MAX_STATUS_SIZES,
+        description=f"The most common sizes as read, before resizing (up to {MAX_STATUS_SIZES}).",
+    )
+    distinctSizes: int | None = Field(None, description="How many different sizes were read.")
+    channelMeans: list[float] = Field(
+        default_factory=list, description="Mean of each channel, pixels scaled to [0, 1]."
+    )
+    undecodable: int | None = Field(None, description="Files that did not decode, dropped.")
+    missing: int | None = Field(None, description="Paths that named no file, dropped.")
+    badFiles: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_BAD_FILES,
+        description=f"The first {MAX_BAD_FILES} files dropped as undecodable or missing.",
+    )
+
+
+class SequenceStats(StatusModel):
+    series: int | None = Field(None, description="Series long enough for a window.")
+    seriesDropped: int | None = Field(
+        None, description="Series shorter than one window (and horizon), dropped."
+    )
+    longestSeries: int | None = Field(None, description="Time steps of the longest series.")
+    window: int | None = Field(None, description="Steps per window.")
+    features: int | None = Field(None, description="Values per step.")
+
+
 class DataStats(StatusModel):
     rowsRead: int | None = Field(None, description="Rows read from the source.")
     rowsAfterCleaning: int | None = Field(None, description="Rows left after cleaning.")
     droppedByRule: list[RuleDrop] = Field(
         default_factory=list, description="Rows dropped per rule."
     )
-    trainRows: int | None = Field(None, description="Rows in the training split.")
-    validationRows: int | None = Field(None, description="Rows in the validation split.")
+    trainRows: int | None = Field(
+        None, description="Samples in the training split (rows; windows for sequences)."
+    )
+    validationRows: int | None = Field(
+        None, description="Samples in the validation split (rows; windows for sequences)."
+    )
+    classCounts: dict[str, int] | None = Field(
+        None,
+        max_length=MAX_STATUS_CLASSES,
+        description=f"Samples per class after cleaning (the {MAX_STATUS_CLASSES} largest).",
+    )
+    images: ImageStats | None = Field(None, description="Image sizes, channels and bad files.")
+    sequences: SequenceStats | None = Field(None, description="Series and windows.")
 
 
 #: The key of the driver log in ``status.artifacts.logConfigMap``.

@@ -31,7 +31,9 @@ from kubetrain.api.v1alpha1 import (
     GROUP,
     KIND,
     PLURAL,
+    STORAGE_SECRET_KEYS,
     ClusterSpec,
+    StorageSpec,
     Toleration,
     TrainingJobSpec,
     is_object_store,
@@ -320,7 +322,7 @@ def _container_security(config: OperatorConfig) -> Obj:
     }
 
 
-def _env(job: JobRef, config: OperatorConfig) -> list[Obj]:
+def _env(job: JobRef, config: OperatorConfig, spec: TrainingJobSpec) -> list[Obj]:
     return [
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "HOME", "value": "/tmp"},
@@ -329,7 +331,27 @@ def _env(job: JobRef, config: OperatorConfig) -> list[Obj]:
         {"name": "RAY_AUTH_MODE", "value": "disabled"},
         {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
         {"name": ENV_JOB_NAMESPACE, "value": job.namespace},
+        *storage_env(spec.storage),
     ]
+
+
+def storage_env(storage: StorageSpec) -> list[Obj]:
+    """The object store's endpoint, region and credentials, as the variables every AWS SDK
+    (and s3fs) reads. Credentials come by reference to the spec's Secret: the kubelet reads
+    it, so neither the operator nor the job's own objects ever hold a copy."""
+    env: list[Obj] = []
+    if storage.secretName:
+        for key in STORAGE_SECRET_KEYS:
+            ref = {"name": storage.secretName, "key": key}
+            if key == "AWS_SESSION_TOKEN":
+                ref["optional"] = True
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    if storage.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": storage.endpoint})
+    if storage.region:
+        env += [{"name": name, "value": storage.region}
+                for name in ("AWS_REGION", "AWS_DEFAULT_REGION")]  # fmt: skip
+    return env
 
 
 def _toleration(t: Toleration) -> Obj:
@@ -370,7 +392,7 @@ def _pod(
         "image": image_of(spec, config),
         "imagePullPolicy": cluster.imagePullPolicy,
         "command": ["/bin/sh", "-c", command],
-        "env": _env(job, config),
+        "env": _env(job, config, spec),
         "ports": ports,
         "resources": resources,
         "readinessProbe": probe,

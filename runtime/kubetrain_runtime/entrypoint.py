@@ -50,12 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         job = load_training_job(Path(args.spec))
         reporter = create_reporter(args.reporter, job)
+        uri = normalize_uri(output_uri(job.metadata.name, job.spec.output.uri, args.output))
         try:
-            train_function = preflight(job, Path.cwd())
+            train_function = preflight(job, Path.cwd(), uri)
         except UserError as exc:  # the operator learns why from the event, too
             reporter.finished(False, {}, Artifacts(), str(exc))
             raise
-        uri = normalize_uri(output_uri(job.metadata.name, job.spec.output.uri, args.output))
         with copied_to(uri) as log_uri, ray_session(local=args.local) as session:
             options = RunOptions(
                 uri, Path.cwd(), None, local=args.local, started=process_started(),

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from kubetrain.api.shapes import input_shape
-from kubetrain.api.v1alpha1 import Artifacts, DataSource, TrainingJob, TrainingJobSpec
+from kubetrain.api.v1alpha1 import (
+    Artifacts,
+    DataSource,
+    TrainingJob,
+    TrainingJobSpec,
+    is_object_store,
+)
 from kubetrain.errors import SpecError, UserError
 from kubetrain_runtime import models
 from kubetrain_runtime.data.pipeline import PreparedData, prepare
@@ -26,7 +32,7 @@ from kubetrain_runtime.plan import (
 )
 from kubetrain_runtime.ray_env import RaySession
 from kubetrain_runtime.reporting import Reporter
-from kubetrain_runtime.storage import Store
+from kubetrain_runtime.storage import Store, check_writable, use_storage_settings
 from kubetrain_runtime.trainer import (
     TrainingFailed,
     TrainOutcome,
@@ -84,14 +90,15 @@ def build_plan(job: TrainingJob, prepared: PreparedData, sizing: Sizing) -> Trai
     task = model.effective_task
     custom = bool(training.trainFunction)
     try:
-        shape = input_shape(model, prepared.num_features)
+        shape = input_shape(model, prepared.num_features, prepared.sample_shape)
     except SpecError:
         if not custom:
             raise
         shape = [prepared.num_features]  # a custom loop brings its own model
-    outputs = {"classification": len(prepared.class_names or []), "regression": 1}.get(
-        task, prepared.num_features
-    )
+    outputs = {
+        "classification": len(prepared.class_names or []),
+        "regression": prepared.num_outputs or 1,
+    }.get(task, prepared.num_features)
     stopping = training.earlyStopping
     return TrainPlan(
         name=job.metadata.name,
@@ -117,6 +124,7 @@ def build_plan(job: TrainingJob, prepared: PreparedData, sizing: Sizing) -> Trai
         cache_batches=prepared.size_bytes / sizing.workers <= CACHE_LIMIT_BYTES,
         feature_names=prepared.features.vector_layout,
         label=prepared.features.label,
+        input_transform=prepared.input_transform,
     )
 
 
@@ -151,15 +159,21 @@ def _headline(plan: TrainPlan, history: list[dict[str, float]], stopped_early: b
     return f"{done}, {key}={last[key]:.4g}" if key in last else done
 
 
-def preflight(job: TrainingJob, manifest_dir: Path) -> Callable[..., Any] | None:
-    """Checks that need no Ray: run before starting it, mistakes fail in a second. Returns
-    the spec's own train function, loaded (``RunOptions.train_function``)."""
+def preflight(
+    job: TrainingJob, manifest_dir: Path, output: str | None = None
+) -> Callable[..., Any] | None:
+    """Checks that need no Ray: run before starting it, mistakes fail in a second (a missing
+    file, a bucket that is missing, refused or read-only). Returns the spec's own train
+    function, loaded (``RunOptions.train_function``)."""
     spec = job.spec
+    use_storage_settings(spec.storage)
     train_function = load_train_function(spec.training.trainFunction)
     if spec.data.source.uri is not None:
         from kubetrain_runtime.data.read import check_uri
 
         check_uri(spec.data.source.uri, manifest_dir)
+    if output is not None and is_object_store(output):
+        check_writable(Store(output), "spec.output.uri")
     return train_function
 
 

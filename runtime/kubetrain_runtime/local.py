@@ -25,14 +25,15 @@ def run_local(
     on stderr). Mistakes in the job or its data raise ``kubetrain.errors.UserError``,
     which the CLI prints as one line."""
     started = process_started()
-    train_function = preflight(job, manifest_dir)
+    output = default_output(job, output)
+    train_function = preflight(job, manifest_dir, output)
     reporter = create_reporter("rich", job)
     from kubetrain_runtime.ray_env import describe_local_ray, ray_session
 
     reporter.step("starting Ray", describe_local_ray())
     with ray_session(local=True) as session:
         options = RunOptions(
-            default_output(job, output), manifest_dir, workers, local=True, started=started,
+            output, manifest_dir, workers, local=True, started=started,
             train_function=train_function,
         )  # fmt: skip
         summary = run_job(job, reporter, options, session)

@@ -43,8 +43,10 @@ class ConvNet(nn.Module):
 
 
 class SequenceNet(nn.Module):
-    """An LSTM or GRU over the row's values; the head reads the last step (and, when
-    bidirectional, the backward direction's last step, which is the first position)."""
+    """An LSTM or GRU over a window ``[time, features]`` (or a row's values as one
+    feature). The head reads the last step (and, when bidirectional, the backward
+    direction's last step, which is the first position), or the mean or maximum over
+    every step (``pooling``)."""
 
     def __init__(self, shape: list[int], spec: dict[str, Any], outputs: int) -> None:
         super().__init__()
@@ -61,9 +63,14 @@ class SequenceNet(nn.Module):
             dropout=spec["dropout"] if spec["layers"] > 1 else 0.0,
         )
         self.head = nn.Linear(self.hidden * (2 if self.bidirectional else 1), outputs)
+        self.pooling = spec.get("pooling", "last")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x.view(x.shape[0], *self.shape))
+        if self.pooling == "mean":
+            return self.head(out.mean(dim=1))
+        if self.pooling == "max":
+            return self.head(out.max(dim=1).values)
         if self.bidirectional:
             last = torch.cat([out[:, -1, : self.hidden], out[:, 0, self.hidden :]], dim=1)
         else:

@@ -80,9 +80,27 @@ def plot_confusion(matrix: list[list[int]], names: list[str]) -> bytes:
     return _figure_bytes(figure)
 
 
-def plot_vae(extras: dict[str, Any], columns: int = 8) -> bytes:
-    """Generated samples, then rows of originals and their reconstructions; images when
-    the feature count is a square (digits), line plots otherwise (sequences)."""
+def _image_of(vector: Any, shape: list[int] | None) -> tuple[Any, str | None]:
+    """A flat sample as something ``imshow`` draws: grey or RGB with a known shape, else a
+    square grey picture, else None (draw it as a line)."""
+    import numpy as np
+
+    if shape is not None and int(np.prod(shape)) == vector.size:
+        channels, height, width = shape
+        picture = vector.reshape(channels, height, width)
+        if channels == 1:
+            return picture[0], "gray"
+        return np.clip(picture[:3].transpose(1, 2, 0), 0, 1), None
+    side = math.isqrt(vector.size)
+    if side * side == vector.size:
+        return vector.reshape(side, side), "gray_r"
+    return None, None
+
+
+def plot_vae(extras: dict[str, Any], columns: int = 8, shape: list[int] | None = None) -> bytes:
+    """A grid of generated samples, then rows of originals and their reconstructions:
+    images (``shape``: ``[channels, height, width]``, or a square of grey), or line plots
+    for sequences."""
     import matplotlib.pyplot as plt
 
     rows: list[tuple[str, Any]] = []
@@ -92,8 +110,6 @@ def plot_vae(extras: dict[str, Any], columns: int = 8) -> bytes:
     if "originals" in extras and "reconstructions" in extras:
         rows.append(("original", extras["originals"].numpy()[:columns]))
         rows.append(("reconstruction", extras["reconstructions"].numpy()[:columns]))
-    side = math.isqrt(samples.shape[1])
-    square = side * side == samples.shape[1]
     figure, axes = plt.subplots(
         len(rows), columns, figsize=(1.2 * columns, 1.25 * len(rows)), squeeze=False
     )
@@ -102,13 +118,10 @@ def plot_vae(extras: dict[str, Any], columns: int = 8) -> bytes:
     for row, (label, vectors) in enumerate(rows):
         for col, vector in enumerate(vectors):
             axis = axes[row][col]
-            if square:
-                axis.imshow(
-                    vector.reshape(side, side),
-                    cmap="gray_r",
-                    vmin=0,
-                    vmax=max(1.0, float(vector.max())),
-                )
+            picture, cmap = _image_of(vector, shape)
+            if picture is not None:
+                top = 1.0 if shape is not None else max(1.0, float(vector.max()))
+                axis.imshow(picture, cmap=cmap, vmin=0, vmax=top)
             else:
                 axis.set_axis_on()
                 axis.plot(vector, linewidth=0.8)
@@ -119,30 +132,37 @@ def plot_vae(extras: dict[str, Any], columns: int = 8) -> bytes:
     return _figure_bytes(figure)
 
 
-def plot_predictions(extras: dict[str, Any], sequences: bool, columns: int = 4) -> bytes:
-    """Validation predictions against the truth; for sequences, also a few inputs with
-    their true and predicted next value."""
+def plot_predictions(extras: dict[str, Any], plan: TrainPlan, columns: int = 4) -> bytes:
+    """Validation predictions against the truth (every forecast value); for sequences, also
+    a few input windows with their true and predicted continuation."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     truth, predicted = extras["truth"].numpy(), extras["predicted"].numpy()
+    sequences = plan.model_type == "rnn"
     shown = min(columns, len(extras.get("inputs", []))) if sequences else 0
     figure, axes = plt.subplots(1, 1 + shown, figsize=(4 + 2.6 * shown, 3.6), squeeze=False)
     scatter = axes[0][0]
-    scatter.scatter(truth, predicted, s=6, alpha=0.5)
+    scatter.scatter(truth.reshape(-1), predicted.reshape(-1), s=6, alpha=0.5)
     low, high = float(np.min(truth)), float(np.max(truth))
     scatter.plot([low, high], [low, high], color="tab:red", linewidth=1, label="y = x")
     scatter.set(title="validation: predicted vs true", xlabel="true", ylabel="predicted")
     scatter.legend(loc="upper left")
     scatter.grid(alpha=0.3)
+    steps, features = plan.input_shape if len(plan.input_shape) == 2 else (0, 1)
+    targets = (plan.input_transform or {}).get("targetFeatures") or [0]
+    width = max(1, len(targets))
     for index in range(shown):
         axis = axes[0][1 + index]
-        series = extras["inputs"][index].numpy().reshape(-1)
+        window = extras["inputs"][index].numpy().reshape(steps or -1, features)
+        series = window[:, targets[0] if targets[0] < features else 0]
+        true_next = truth[index].reshape(-1, width)[:, 0]
+        predicted_next = predicted[index].reshape(-1, width)[:, 0]
+        ahead = range(len(series), len(series) + len(true_next))
         axis.plot(range(len(series)), series, linewidth=1, label="input")
-        axis.scatter([len(series)], [truth[index]], color="black", s=18, label="true next")
-        axis.scatter([len(series)], [predicted[index]], color="tab:orange", marker="x",
-                     s=30, label="predicted")  # fmt: skip
-        axis.set(title=f"sequence {index + 1}", xticks=[])
+        axis.plot(ahead, true_next, color="black", marker=".", label="true")
+        axis.plot(ahead, predicted_next, color="tab:orange", marker="x", label="predicted")
+        axis.set(title=f"window {index + 1}", xticks=[])
         if index == 0:
             axis.legend(fontsize=7, loc="lower left")
     return _figure_bytes(figure)
@@ -233,10 +253,10 @@ def write_outputs(
                 )
             )
         if "samples" in extras and len(extras["samples"]):
-            artifacts.plots.append(store.write_bytes("plots/vae_samples.png", plot_vae(extras)))
+            figure = plot_vae(extras, shape=plan.image_shape)
+            artifacts.plots.append(store.write_bytes("plots/vae_samples.png", figure))
         if "truth" in extras:
-            sequences = plan.model_type == "rnn"
-            figure = plot_predictions(extras, sequences)
+            figure = plot_predictions(extras, plan)
             artifacts.plots.append(store.write_bytes("plots/predictions.png", figure))
     artifacts.latestCheckpoint = outcome.last_checkpoint_uri
     artifacts.checkpointEpoch = outcome.last_checkpoint_epoch

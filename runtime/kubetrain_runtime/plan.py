@@ -225,6 +225,15 @@ class TrainPlan:
     cache_batches: bool = True
     feature_names: list[str] = field(default_factory=list)
     label: str | None = None
+    #: What the device does to each batch first (``kubetrain_runtime.transforms``): pixel
+    #: scaling, normalization and augmentation, or a sequence's standardization.
+    input_transform: dict[str, Any] | None = None
+
+    @property
+    def image_shape(self) -> list[int] | None:
+        """``[channels, height, width]`` when the inputs are images."""
+        transform = self.input_transform or {}
+        return list(transform["shape"]) if transform.get("kind") == "image" else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -199,6 +199,15 @@ def local_init() -> int:
     return cpus
 
 
+def _job_env() -> dict[str, object] | None:
+    """What this run's Ray workers need from its environment: a Ray started before the run
+    (kept, or joined) has workers that never saw the caller's object-store credentials."""
+    from kubetrain_runtime.storage import storage_env
+
+    env = storage_env()
+    return {"env_vars": env} if env else None
+
+
 @contextmanager
 def ray_session(*, local: bool, idle: float | None = None) -> Iterator[RaySession]:
     """Use the Ray this process already has, join ``RAY_ADDRESS`` (or the cluster, when not
@@ -212,7 +221,11 @@ def ray_session(*, local: bool, idle: float | None = None) -> Iterator[RaySessio
         yield RaySession(started_here=False, local=local, available=available())
         return
     if not local or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), logging_level=logging.WARNING)
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS", "auto"),
+            logging_level=logging.WARNING,
+            runtime_env=_job_env() if local else None,
+        )
         quiet_driver()
         yield RaySession(started_here=False, local=local, available=available())
         return
@@ -231,6 +244,7 @@ def ray_session(*, local: bool, idle: float | None = None) -> Iterator[RaySessio
             address=state.address,
             logging_level=logging.WARNING,
             log_to_driver=os.environ.get(SHOW_LOGS_ENV) == "1",
+            runtime_env=_job_env(),
         )
         try:
             quiet_driver()

@@ -5,6 +5,7 @@ bucket works wherever a folder does."""
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from kubetrain.api.v1alpha1 import is_object_store
+from kubetrain.api.v1alpha1 import StorageSpec, is_object_store
 
 
 def normalize_uri(uri: str, base: Path | None = None) -> str:
@@ -24,6 +25,97 @@ def normalize_uri(uri: str, base: Path | None = None) -> str:
     if not path.is_absolute():
         path = (base or Path.cwd()) / path
     return str(path.resolve())
+
+
+#: What an object store's errors mean, by a fragment of their text (S3's error codes and
+#: messages, as botocore and s3fs pass them on), in the order they are tried.
+_CAUSES = (
+    (("NoSuchBucket", "bucket does not exist"), "the bucket does not exist"),
+    (("SignatureDoesNotMatch", "signature we calculated does not match"),
+     "the credentials are wrong: the secret key does not match the access key"),
+    (("InvalidAccessKeyId", "access key id you provided does not exist"),
+     "the access key is unknown to the object store"),
+    (("AccessDenied", "access denied"),
+     "access denied: these credentials may not use this bucket"),
+    (("NoCredentialsError", "unable to locate credentials"),
+     "no credentials: set spec.storage.secretName (in a cluster), or AWS_ACCESS_KEY_ID and "
+     "AWS_SECRET_ACCESS_KEY"),
+    (("EndpointConnectionError", "Cannot connect to host", "Could not connect"),
+     "cannot connect to the object store (spec.storage.endpoint)"),
+)  # fmt: skip
+
+
+def storage_cause(exc: BaseException) -> str | None:
+    """The plain meaning of an object store's error, or None when it is not one we know."""
+    text = f"{type(exc).__name__}: {exc}".lower()
+    for fragments, meaning in _CAUSES:
+        if any(f.lower() in text for f in fragments):
+            return meaning
+    return None
+
+
+def explain_storage_error(fs: Any, path: str, exc: BaseException) -> str:
+    """One line on why ``path`` cannot be reached. A refused HEAD request says only
+    "Forbidden": listing the bucket gets the store's own reason."""
+    cause = storage_cause(exc)
+    if cause is None and isinstance(exc, PermissionError):
+        cause = bucket_problem(fs, path)
+    return cause or f"{type(exc).__name__}: {exc}"
+
+
+#: Variables every AWS SDK (and s3fs) reads; a local run hands them to its Ray workers.
+STORAGE_ENV_PREFIXES = ("AWS_",)
+
+
+def use_storage_settings(storage: StorageSpec) -> None:
+    """The spec's endpoint and region, for this process's filesystems (in a cluster the
+    operator has put them in the pod's environment already; a variable set wins)."""
+    if storage.endpoint:
+        os.environ.setdefault("AWS_ENDPOINT_URL", storage.endpoint)
+    if storage.region:
+        os.environ.setdefault("AWS_REGION", storage.region)
+        os.environ.setdefault("AWS_DEFAULT_REGION", storage.region)
+
+
+def storage_env() -> dict[str, str]:
+    """This process's object-store settings and credentials, for Ray's ``runtime_env``: a
+    kept local Ray's workers started before this run and do not have them otherwise."""
+    return {k: v for k, v in os.environ.items() if k.startswith(STORAGE_ENV_PREFIXES)}
+
+
+def bucket_problem(fs: Any, path: str) -> str | None:
+    """Why the bucket of ``path`` cannot be used, or None when it can: one listing of at
+    most one key, whose error (unlike a HEAD request's bare 403) names the cause. A store
+    that is not S3 is asked whether the bucket exists."""
+    bucket = path.split("/", 1)[0]
+    try:
+        if hasattr(fs, "_call_s3"):
+            from fsspec.asyn import sync
+
+            sync(fs.loop, fs._call_s3, "list_objects_v2", Bucket=bucket, MaxKeys=1)
+        elif not fs.exists(bucket):
+            return "the bucket does not exist"
+    except Exception as exc:
+        return storage_cause(exc) or f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def check_writable(store: Store, field: str) -> None:
+    """Write and remove a small marker, so that a bucket that is missing or read-only ends
+    the job before any work, naming the location and the cause."""
+    marker = ".kubetrain-write-check"
+    from kubetrain.errors import DataError
+
+    problem = None if store.is_local else bucket_problem(store.fs, store.root)
+    if problem:
+        raise DataError(f"cannot write the outputs here ({field}): {problem}", field=store.uri)
+    try:
+        store.write_bytes(marker, b"")
+        store.fs.rm(store.path(marker))
+    except Exception as exc:
+        reason = explain_storage_error(store.fs, store.root, exc)
+        raise DataError(f"cannot write the outputs here ({field}): {reason}",
+                        field=store.uri) from None  # fmt: skip
 
 
 class Store:
@@ -43,7 +135,8 @@ class Store:
 
     def write_bytes(self, rel: str, data: bytes) -> str:
         target = self.path(rel)
-        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        if self.is_local:  # an object store has no folders (and s3fs would make a bucket)
+            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
         with self.fs.open(target, "wb") as handle:
             handle.write(data)
         return self.uri_of(rel)

@@ -36,9 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kubetrain_runtime import transforms
 from kubetrain_runtime.models import build_model
 from kubetrain_runtime.plan import TrainPlan, learning_rate
 from kubetrain_runtime.storage import Store
+from kubetrain_runtime.transforms import InputTransform
 
 STATE_FILE = "state.json"
 MODEL_FILE = "model.pt"
@@ -203,11 +205,12 @@ def make_optimizer(settings: dict[str, Any], params: Any) -> torch.optim.Optimiz
 class Objective:
     """Loss and metric sums of one batch, by task."""
 
-    def __init__(self, plan: TrainPlan) -> None:
+    def __init__(self, plan: TrainPlan, transform: InputTransform | None = None) -> None:
         self.task = plan.task
         self.classes = plan.num_outputs if plan.task == "classification" else 0
         self.bernoulli = plan.likelihood == "bernoulli"
         self.beta = float(plan.section.get("beta", 1.0))
+        self.transform = transform or InputTransform()
 
     def __call__(
         self,
@@ -239,11 +242,14 @@ class Objective:
                 ).view(self.classes, self.classes)
         else:
             assert y is not None
-            out = model(x).squeeze(-1).float()
+            out = model(x).float()
+            out = out.squeeze(-1) if y.dim() == 1 else out.reshape(y.shape)
             error = out - y
-            loss = error.pow(2).sum()
-            sums[_SQUARED] += loss.detach()
-            sums[_ABSOLUTE] += error.abs().sum().detach()
+            loss = _per_sample(error.pow(2)).sum()
+            with torch.no_grad():  # the metrics, in the data's own units
+                units = self.transform.errors_in_data_units(error.detach())
+                sums[_SQUARED] += _per_sample(units.pow(2)).sum()
+                sums[_ABSOLUTE] += _per_sample(units.abs()).sum()
         sums[_LOSS] += loss.detach().float()
         return loss / n
 
@@ -273,26 +279,62 @@ class Objective:
         return out
 
 
+def _per_sample(values: torch.Tensor) -> torch.Tensor:
+    """A multi-output regression's per-sample mean over its outputs (a forecast's
+    horizon and targets); one output stays as it is."""
+    return values if values.dim() == 1 else values.reshape(values.shape[0], -1).mean(dim=1)
+
+
 class ShardBatches:
     """Batches of one dataset shard. The first pass streams from Ray Data; when the plan
     allows (the shard fits in memory), it is kept as tensors and later epochs are shuffled
     in memory, which saves Ray Data's per-epoch start-up on small data."""
 
-    def __init__(self, shard: Any, plan: TrainPlan, device: torch.device, *, shuffle: bool) -> None:
+    def __init__(
+        self,
+        shard: Any,
+        plan: TrainPlan,
+        device: torch.device,
+        *,
+        shuffle: bool,
+        transform: InputTransform | None = None,
+        rank: int = 0,
+    ) -> None:
         self.shard, self.plan, self.device, self.shuffle = shard, plan, device, shuffle
         self.cached: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self.first: torch.Tensor | None = None
         self.label_dtype = torch.int64 if plan.task == "classification" else torch.float32
+        self.transform = transform or InputTransform()
+        self.rank = rank
+        self.augmentation = torch.Generator()
 
-    def _convert(
+    def _to_device(
         self, x: torch.Tensor, y: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = x.to(self.device, torch.float32, non_blocking=True)
+        """The batch on the device, in the data's units (pixels stay 8-bit)."""
+        x = x.to(self.device, non_blocking=True)
+        if x.dtype != torch.uint8:
+            x = x.float()
         if y is not None:
             y = y.to(self.device, self.label_dtype, non_blocking=True)
         return x, y
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    def _convert(
+        self, x: torch.Tensor, y: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch as the model learns it: the input transform applied."""
+        x, y = self._to_device(x, y)
+        x, y = self.transform.batch(x, y, train=self.shuffle, generator=self.augmentation)
+        return x.float(), y
+
+    def epoch(
+        self, epoch: int, *, raw: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The shard's batches for one epoch, as the model learns them, or (``raw``) in
+        the data's own units."""
+        # Augmentation draws anew each epoch and rank, and the same again on a rerun.
+        self.augmentation.manual_seed(self.plan.seed * 1_000_003 + epoch * 7_919 + self.rank)
+        convert = self._to_device if raw else self._convert
         size = self.plan.batch_size
         if self.cached is not None:
             x, y = self.cached
@@ -303,7 +345,7 @@ class ShardBatches:
                 )
             for start in range(0, len(x), size):
                 index = order[start : start + size]
-                yield self._convert(x[index], None if y is None else y[index])
+                yield convert(x[index], None if y is None else y[index])
             return
         xs: list[torch.Tensor] = []
         ys: list[torch.Tensor] = []
@@ -320,13 +362,18 @@ class ShardBatches:
                 xs.append(x)
                 if y is not None:
                     ys.append(y)
-            yield self._convert(x, y)
+            yield convert(x, y)
         if self.plan.cache_batches and xs:
             self.cached = (torch.cat(xs), torch.cat(ys) if ys else None)
 
     def sample(self) -> torch.Tensor | None:
-        """A few inputs of this shard, kept from the first pass (for the VAE's plot)."""
-        return self.first
+        """A few inputs of this shard, kept from the first pass, as the model reads them
+        (for the VAE's plot)."""
+        if self.first is None:
+            return None
+        first, _ = self._to_device(self.first, None)
+        inputs, _ = self.transform.batch(first, None, train=False, generator=self.augmentation)
+        return inputs.float()
 
 
 def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
@@ -383,14 +430,18 @@ def _regression_extras(model: nn.Module, val: ShardBatches) -> dict[str, Any]:
     truth: list[torch.Tensor] = []
     predicted: list[torch.Tensor] = []
     inputs: torch.Tensor | None = None
+    transform = val.transform
     with torch.no_grad():
-        for x, y in val.epoch(0):
+        for x, y in val.epoch(0, raw=True):
             if y is None:
                 break
             if inputs is None:
                 inputs = x[:RECONSTRUCTIONS].cpu()
+            learnt, _ = transform.batch(x, None, train=False, generator=val.augmentation)
+            out = model(learnt.float()).float()
+            out = out.squeeze(-1) if y.dim() == 1 else out.reshape(y.shape)
             truth.append(y.cpu())
-            predicted.append(model(x).squeeze(-1).float().cpu())
+            predicted.append(transform.predictions_in_data_units(out, x).cpu())
             if sum(len(t) for t in truth) >= PREDICTION_SAMPLES:
                 break
     if inputs is None:
@@ -444,13 +495,16 @@ class WorkerRun:
             self.optimizer.load_state_dict(optimizer_state)
         self.device = ray.train.torch.get_device()
         torch.manual_seed(plan.seed * 7919 + self.rank * 131 + self.state.epoch)  # dropout
-        self.objective = Objective(plan)
+        transform = transforms.build(plan.input_transform, self.device)
+        self.objective = Objective(plan, transform)
         self.train = ShardBatches(
-            ray.train.get_dataset_shard("train"), plan, self.device, shuffle=True
-        )
+            ray.train.get_dataset_shard("train"), plan, self.device, shuffle=True,
+            transform=transform, rank=self.rank,
+        )  # fmt: skip
         self.val = ShardBatches(
-            ray.train.get_dataset_shard("validation"), plan, self.device, shuffle=False
-        )
+            ray.train.get_dataset_shard("validation"), plan, self.device, shuffle=False,
+            transform=transform, rank=self.rank,
+        )  # fmt: skip
         self.autocast, self.scaler = _autocast(plan, self.device)
         self.first_step: float | None = None
 

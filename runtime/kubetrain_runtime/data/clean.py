@@ -20,6 +20,7 @@ from ray.data.expressions import Expr, col
 from kubetrain.api.v1alpha1 import FilterRule, RuleDrop
 from kubetrain_runtime.data import rules
 from kubetrain_runtime.data.rules import TAG, CleaningPlan
+from kubetrain_runtime.data.stage import reduce_blocks
 
 _BUCKET = "__kt_bucket"
 
@@ -92,10 +93,16 @@ def _tag(ds: ray.data.Dataset, plan: CleaningPlan) -> ray.data.Dataset:
     return ds.map_batches(partial(_tag_and_clip, plan=plan), batch_format="pandas")
 
 
+def _tag_counts(batch: dict[str, np.ndarray], rules_count: int) -> list[int]:
+    return rules.count_tags(batch[TAG], rules_count)
+
+
 def _count_tags(tagged: ray.data.Dataset, rules_count: int) -> list[int]:
+    """Rows each rule dropped, counted per block in Ray Data tasks."""
+    parts = reduce_blocks(tagged, _tag_counts, columns=[TAG], rules_count=rules_count)
     counts = np.zeros(rules_count, dtype=np.int64)
-    for batch in tagged.select_columns([TAG]).iter_batches(batch_format="numpy", batch_size=None):
-        counts += np.asarray(rules.count_tags(batch[TAG], rules_count), dtype=np.int64)
+    for part in parts:
+        counts += np.asarray(part, dtype=np.int64)
     return counts.tolist()
 
 

@@ -8,108 +8,32 @@ preprocessing re-runs every epoch.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import ray.data
 
 from kubetrain.api.shapes import input_shape
-from kubetrain.api.v1alpha1 import DataSpec, DataStats, TrainingJobSpec
-from kubetrain.errors import DataError, SpecError, UserError
+from kubetrain.api.v1alpha1 import MAX_STATUS_CLASSES, DataSpec, DataStats, TrainingJobSpec
+from kubetrain.errors import DataError, SpecError
 from kubetrain_runtime.data import preprocess, rules
+from kubetrain_runtime.data import split as splitting
 from kubetrain_runtime.data import stats as column_stats
 from kubetrain_runtime.data.clean import Cleaned, clean
 from kubetrain_runtime.data.preprocess import FEATURES, FeaturePlan
 from kubetrain_runtime.data.read import Source, read_source
+from kubetrain_runtime.data.stage import (
+    PreparedData,
+    StepTimer,
+    arrow_schema,
+    column_statistics,
+    reading,
+)
 
-
-@dataclass
-class PreparedData:
-    train: ray.data.MaterializedDataset
-    validation: ray.data.MaterializedDataset
-    stats: DataStats
-    report: dict[str, Any]
-    features: FeaturePlan
-    num_features: int
-    class_names: list[str] | None
-    label_dtype: str | None
-    likelihood: str | None
-    preprocessor: Any
-    label_encoder: Any | None
-    size_bytes: int
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def _arrow_schema(ds: ray.data.Dataset) -> pa.Schema:
-    schema = ds.schema()
-    if schema is None:
-        raise DataError("the source has no rows", field="spec.data.source")
-    base = getattr(schema, "base_schema", None)
-    if isinstance(base, pa.Schema):
-        return base
-    return pa.schema([(n, _to_arrow(t)) for n, t in zip(schema.names, schema.types, strict=True)])
-
-
-def _to_arrow(dtype: Any) -> pa.DataType:
-    """Blocks from pandas report Ray or numpy dtypes; object columns hold text."""
-    if isinstance(dtype, pa.DataType):
-        return dtype
-    try:
-        return (
-            dtype.to_arrow_dtype()
-            if hasattr(dtype, "to_arrow_dtype")
-            else pa.from_numpy_dtype(dtype)
-        )
-    except (TypeError, ValueError, NotImplementedError, pa.ArrowException):
-        return pa.string()
-
-
-def _read_error(exc: BaseException) -> str | None:
-    """The reason a file could not be read: an Arrow parse error anywhere in the chain, or
-    an error raised inside one of Ray Data's read tasks."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, pa.ArrowException):
-            return str(seen)
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc)
-    if "ray::Read" in text:
-        lines = [line for line in text.splitlines() if line.startswith(("ValueError", "OSError"))]
-        return lines[-1] if lines else text.splitlines()[-1]
-    return None
-
-
-@contextmanager
-def _reading(where: str) -> Iterator[None]:
-    """Malformed files surface inside Ray tasks; turn Arrow's errors into one DataError line."""
-    try:
-        yield
-    except UserError:
-        raise
-    except Exception as exc:
-        reason = _read_error(exc)
-        if reason is None:
-            raise
-        message = reason.strip().splitlines()[0]
-        raise DataError(f"cannot read the data: {message}", field=where) from None
-
-
-def column_statistics(ds: ray.data.Dataset, count_values: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Per-block partial statistics, merged on the driver (a few KB per block)."""
-    import json
-
-    partials = ds.map_batches(
-        partial(column_stats.partials_batch, count_values=count_values),
-        batch_format="pandas",
-        batch_size=None,
-    ).take_all()
-    return column_stats.merge(json.loads(row["partial"]) for row in partials)
+__all__ = ["PreparedData", "prepare"]
 
 
 def noise_floor(data: DataSpec, task: str) -> dict[str, Any]:
@@ -122,21 +46,6 @@ def noise_floor(data: DataSpec, task: str) -> dict[str, Any]:
         "noiseFloorMse": round(float(generated.noise) ** 2, 8),
         "noiseFloor": "the target's noise variance: the lowest validation MSE a model can reach",
     }
-
-
-class StepTimer:
-    """Seconds of each named step of the data stage, each measured on its own."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = time.perf_counter() - started
 
 
 @dataclass
@@ -171,7 +80,15 @@ def prepare(
     on_step: Callable[[str], None] = lambda _name: None,
 ) -> PreparedData:
     """Read, clean, describe, split and preprocess; ``on_step`` hears each step after the
-    first (reading and cleaning) begin."""
+    first (reading and cleaning) begin. Images and sequences have stages of their own."""
+    if spec.data.image_spec is not None:
+        from kubetrain_runtime.data.image_stage import prepare_images
+
+        return prepare_images(spec, manifest_dir, on_step)
+    if spec.data.sequence is not None:
+        from kubetrain_runtime.data.sequence_stage import prepare_sequences
+
+        return prepare_sequences(spec, manifest_dir, on_step)
     timer = StepTimer()
     task = spec.model.effective_task
     with timer.step("read_and_clean"):
@@ -190,15 +107,15 @@ def _read_and_clean(spec: TrainingJobSpec, manifest_dir: Path, task: str) -> _Cl
     shape the model cannot take), and clean."""
     data, model = spec.data, spec.model
     source = read_source(data, task, manifest_dir)
-    with _reading(source.description):
-        kinds = rules.kinds_of(_arrow_schema(source.ds))
+    with reading(source.description):
+        kinds = rules.kinds_of(arrow_schema(source.ds))
     cleaning = rules.plan_cleaning(data.cleaning, kinds)
     features = preprocess.plan_features(
         data, cleaning.kinds, default_label=source.default_label, model_type=model.type, task=task
     )
     if not features.onehot and not spec.training.trainFunction:
         input_shape(model, len(features.features))  # fail early, before any pass
-    with _reading(source.description):
+    with reading(source.description):
         result = clean(source.ds, cleaning)
     return _Cleaned(source, cleaning, features, result)
 
@@ -231,15 +148,19 @@ def _split_and_preprocess(
     materialize both splits as (x, y)."""
     split, features, classes = data.validation, cleaned.features, described.classes
     label = features.label
-    train, validation = cleaned.result.ds.train_test_split(
-        test_size=split.fraction, shuffle=True, seed=split.seed
-    )
+    if split.column is not None:
+        train, validation = splitting.by_column(cleaned.result.ds, split)
+    else:
+        train, validation = cleaned.result.ds.train_test_split(
+            test_size=split.fraction, shuffle=True, seed=split.seed
+        )
     train_rows, val_rows = train.count(), validation.count()
     if train_rows == 0 or val_rows == 0:
         rows = cleaned.result.rows_after
         raise SpecError(
-            f"{rows} rows cannot be split {1 - split.fraction:g}/{split.fraction:g}",
-            field="spec.data.validation.fraction",
+            f"{rows} rows cannot be split {splitting.describe(split)}: "
+            f"{train_rows} would train and {val_rows} validate",
+            field=splitting.FIELD if split.column else "spec.data.validation.fraction",
         )
     label_encoder = None
     if classes is not None and classes.needs_encoding:
@@ -263,6 +184,18 @@ def _split_and_preprocess(
     )
 
 
+def _class_counts(described: _Described, label: str | None) -> dict[str, int] | None:
+    """Rows per class after cleaning (the largest ``MAX_STATUS_CLASSES``), by class name."""
+    if described.classes is None or label is None:
+        return None
+    values = described.merged.get(label, {}).get("values", {})
+    names = described.classes.names
+    if not described.classes.needs_encoding:  # 0..K-1: show the known names
+        values = {names[int(k)]: n for k, n in values.items() if int(k) < len(names)}
+    largest = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_STATUS_CLASSES]
+    return {str(k): int(n) for k, n in largest}
+
+
 def _prepared(
     spec: TrainingJobSpec,
     cleaned: _Cleaned,
@@ -280,6 +213,7 @@ def _prepared(
         droppedByRule=result.dropped,
         trainRows=split.train_rows,
         validationRows=split.validation_rows,
+        classCounts=_class_counts(described, features.label),
     )
     class_names = described.classes.names if described.classes else None
     report = {

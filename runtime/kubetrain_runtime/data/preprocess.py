@@ -79,6 +79,9 @@ def plan_features(
             raise SpecError("set the label column", field="spec.data.label")
         label = default_label
     excluded = label or (default_label if default_label in kinds else None)
+    split_column = data.validation.column
+    if split_column is not None:
+        cols.require(split_column, names, "spec.data.validation.column")
     if data.features:
         features = cols.expand(data.features, names, "spec.data.features")
         if excluded in features:
@@ -87,7 +90,7 @@ def plan_features(
                 f"{excluded!r} is the label, not a feature", field=f"spec.data.features[{where}]"
             )
     else:
-        features = [c for c in names if c != excluded]
+        features = [c for c in names if c not in (excluded, split_column)]
     plan = FeaturePlan(features, label if model_type != "vae" else None)
 
     pre = data.preprocessing

@@ -22,6 +22,7 @@ from fsspec.implementations.local import LocalFileSystem
 from kubetrain.api.v1alpha1 import DataSpec, UriSource
 from kubetrain.errors import DataError
 from kubetrain_runtime.data import sources
+from kubetrain_runtime.storage import bucket_problem, explain_storage_error
 
 #: Rows per block for in-memory sources, so that later steps have blocks to spread.
 ROWS_PER_BLOCK = 200_000
@@ -64,10 +65,14 @@ def _open_fs(uri: str) -> tuple[Any, str]:
 
 
 def _check_exists(fs: Any, path: str, shown: str) -> None:
+    problem = None if isinstance(fs, LocalFileSystem) else bucket_problem(fs, path)
+    if problem:
+        raise DataError(f"cannot read it ({_FIELD}): {problem}", field=shown)
     try:
         found = fs.exists(path)
     except Exception as exc:  # credentials, network: the user's to fix, in one line
-        raise DataError(f"cannot reach it: {type(exc).__name__}: {exc}", field=shown) from None
+        reason = explain_storage_error(fs, path, exc)
+        raise DataError(f"cannot read it ({_FIELD}): {reason}", field=shown) from None
     if not found:
         raise DataError(f"no such file or directory ({_FIELD})", field=shown)
 
@@ -101,14 +106,19 @@ def check_uri(uri: UriSource, manifest_dir: Path) -> tuple[Any, str, str]:
     return fs, path, location
 
 
+def arrow_filesystem(fs: Any) -> Any:
+    """What Ray Data's readers take for an fsspec filesystem (None: its own local one)."""
+    if isinstance(fs, LocalFileSystem):
+        return None
+    import pyarrow.fs
+
+    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+
+
 def read_uri(uri: UriSource, manifest_dir: Path) -> Source:
     fs, path, location = check_uri(uri, manifest_dir)
     local = isinstance(fs, LocalFileSystem)
-    filesystem = None
-    if not local:
-        import pyarrow.fs
-
-        filesystem = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+    filesystem = arrow_filesystem(fs)
     target = path if not local else location
     try:
         if uri.format == "csv":

@@ -37,7 +37,46 @@ def column_safe(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_")
 
 
+def co2_frame() -> Frame:
+    """statsmodels' weekly CO2 at Mauna Loa (1958-2001), gaps (NaN) and all."""
+    from statsmodels.datasets import co2
+
+    raw = co2.load_pandas().data
+    df = pd.DataFrame({"date": raw.index.to_numpy(), "co2": raw["co2"].to_numpy(np.float32)})
+    return Frame(df)
+
+
+def gunpoint_frame() -> Frame:
+    """sktime's copy of UCR GunPoint in long form: one row per step of each series, with
+    the archive's own train/test split as a column."""
+    from sktime.datasets import load_gunpoint
+
+    parts = []
+    offset = 0
+    for split in ("train", "test"):
+        x, y = load_gunpoint(split=split, return_type="numpy3D")
+        count, _, steps = x.shape
+        parts.append(
+            pd.DataFrame(
+                {
+                    "series": np.repeat(np.arange(offset, offset + count), steps),
+                    "split": split,
+                    "t": np.tile(np.arange(steps), count),
+                    "value": x[:, 0, :].reshape(-1).astype(np.float32),
+                    TARGET: np.repeat(np.asarray(y).astype(str), steps),
+                }
+            )
+        )
+        offset += count
+    df = pd.concat(parts, ignore_index=True)
+    return Frame(df, sorted(df[TARGET].unique().tolist()))
+
+
 def builtin_frame(name: str) -> Frame:
+    if name == "co2":
+        return co2_frame()
+    if name == "gunpoint":
+        return gunpoint_frame()
     from sklearn import datasets
 
     loader = {

@@ -61,12 +61,12 @@ def partial(series: pd.Series, *, count_values: bool = False) -> Partial:
         }
     if kind in ("text", "bool") or count_values:
         counts = present.astype(str).value_counts() if kind != "number" else present.value_counts()
-        out["values"] = {_key(k): int(v) for k, v in counts.head(MAX_DISTINCT).items()}
+        out["values"] = {value_key(k): int(v) for k, v in counts.head(MAX_DISTINCT).items()}
         out["truncated"] = len(counts) > MAX_DISTINCT
     return out
 
 
-def _key(value: Any) -> str:
+def value_key(value: Any) -> str:
     """Value-count keys are strings (JSON); whole floats read as ints (3.0 → '3')."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
