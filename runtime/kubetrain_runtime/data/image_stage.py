@@ -300,22 +300,24 @@ class Described:
 def _agreeing_shape(merged: images.Partial, image: ImageSpec) -> list[int]:
     """The one shape every image has after conversion and resizing; a SpecError naming the
     setting that would make them agree."""
-    shapes = {tuple(images.parse_shape(s)) for s in merged["shapes"]}
-    channels = sorted({s[0] for s in shapes})
+    counts = {tuple(images.parse_shape(s)): n for s, n in merged["shapes"].items()}
+    channels = sorted({s[0] for s in counts})
     if len(channels) > 1:
         raise SpecError(
             f"the images have {' and '.join(map(str, channels))} channels; set mode L "
             "(grey) or RGB to convert them all",
             field=f"{_IMAGES}.mode",
         )
-    if len(shapes) > 1:
-        common = ", ".join(images.shape_text(s[1:]) for s in sorted(shapes)[:4])
+    if len(counts) > 1:
+        common = sorted(counts.items(), key=lambda kv: -kv[1])
+        listed = ", ".join(f"{images.shape_text(s[1:])} ({n})" for s, n in common[:4])
+        more = ", ..." if len(common) > 4 else ""
         raise SpecError(
-            f"the images come in {len(shapes)} sizes ({common}, ...); set size "
-            "[height, width] to resize them all",
+            f"the images come in {len(counts)} sizes, height x width: {listed}{more}; set "
+            "size [height, width] to resize them all (or minSize to drop small ones)",
             field=f"{_IMAGES}.size",
         )
-    return list(next(iter(shapes)))
+    return list(next(iter(counts)))
 
 
 def describe_images(
