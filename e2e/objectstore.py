@@ -33,9 +33,11 @@ def binary() -> Path:
     explicit = os.environ.get("KUBETRAIN_BIN_DIR")
     if explicit and (Path(explicit) / BINARY).is_file():
         return Path(explicit) / BINARY
-    built = subprocess.run(
-        [str(BUILD_SCRIPT), BINARY], check=True, capture_output=True, text=True
-    ).stdout.strip().splitlines()[-1]
+    built = (
+        subprocess.run([str(BUILD_SCRIPT), BINARY], check=True, capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     return Path(built) / BINARY
 
 

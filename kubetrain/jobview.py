@@ -128,7 +128,45 @@ def _data_stats(stats: Mapping[str, Any]) -> list[str]:
         if stats.get(key) is not None
     ]  # fmt: skip
     lines += [f"dropped by {d['rule']}: {d['dropped']}" for d in stats.get("droppedByRule") or []]
+    classes = stats.get("classCounts") or {}
+    if classes:
+        shown = ", ".join(f"{name} {count}" for name, count in list(classes.items())[:12])
+        lines.append(f"classes: {shown}" + (", ..." if len(classes) > 12 else ""))
+    return (
+        lines
+        + _image_stats(stats.get("images") or {})
+        + _series_stats(stats.get("sequences") or {})
+    )
+
+
+def _image_stats(images: Mapping[str, Any]) -> list[str]:
+    if not images:
+        return []
+    lines = [f"image shape: {'x'.join(map(str, images.get('shape') or []))} (channels x h x w)"]
+    sizes = images.get("sizesSeen") or []
+    if sizes:
+        seen = ", ".join(f"{s['size']} ({s['count']})" for s in sizes[:5])
+        lines.append(f"sizes read: {seen} of {images.get('distinctSizes', len(sizes))} sizes")
+    if images.get("channelMeans"):
+        lines.append(f"channel means: {', '.join(f'{m:.3f}' for m in images['channelMeans'])}")
+    bad = [f"{images[k]} {k}" for k in ("undecodable", "missing") if images.get(k)]
+    if bad:
+        lines.append(
+            f"files dropped: {', '.join(bad)} (first: {', '.join(images.get('badFiles') or [])})"
+        )
     return lines
+
+
+def _series_stats(series: Mapping[str, Any]) -> list[str]:
+    if not series:
+        return []
+    line = (
+        f"series: {series.get('series')} (window {series.get('window')} x "
+        f"{series.get('features')} features, longest {series.get('longestSeries')})"
+    )
+    if series.get("seriesDropped"):
+        line += f", {series['seriesDropped']} too short for a window"
+    return [line]
 
 
 def _artifacts(artifacts: Mapping[str, Any]) -> list[str]:

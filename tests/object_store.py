@@ -44,9 +44,11 @@ def s3_filesystem(endpoint: str, key: str, secret: str) -> Any:
     import s3fs
 
     return s3fs.S3FileSystem(
-        key=key, secret=secret, client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"},
+        key=key,
+        secret=secret,
+        client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"},
         skip_instance_cache=True,
-    )  # fmt: skip
+    )
 
 
 def env_for(store: Any, key: str | None = None, secret: str | None = None) -> dict[str, str]:

@@ -56,17 +56,14 @@ def _check_kernels(spec: CnnSpec, shape: list[int]) -> None:
     for index, kernel in enumerate(spec.kernelSizes):
         if kernel > min(height, width):
             raise SpecError(
-                f"kernel {kernel} is larger than the {height}x{width} feature map of "
-                f"block {index}",
+                f"kernel {kernel} is larger than the {height}x{width} feature map of block {index}",
                 field=f"spec.model.cnn.kernelSizes[{index}]",
             )
         if height >= 2 and width >= 2:
             height, width = height // 2, width // 2
 
 
-def input_shape(
-    model: ModelSpec, num_features: int, sample: list[int] | None = None
-) -> list[int]:
+def input_shape(model: ModelSpec, num_features: int, sample: list[int] | None = None) -> list[int]:
     """The shape one sample takes in the model, or a SpecError naming the field to fix.
 
     ``sample`` is the shape the data gives each sample, where it has one: images

@@ -121,7 +121,9 @@ def build_plan(job: TrainingJob, prepared: PreparedData, sizing: Sizing) -> Trai
         threads=sizing.threads,
         use_gpu=sizing.use_gpu,
         mixed_precision=training.mixedPrecision and sizing.use_gpu,
-        cache_batches=prepared.size_bytes / sizing.workers <= CACHE_LIMIT_BYTES,
+        # A second epoch reads a small shard from memory; one epoch would only pay for it.
+        cache_batches=training.epochs > 1
+        and prepared.size_bytes / sizing.workers <= CACHE_LIMIT_BYTES,
         feature_names=prepared.features.vector_layout,
         label=prepared.features.label,
         input_transform=prepared.input_transform,

@@ -179,6 +179,16 @@ def _common_env() -> None:
         os.environ.setdefault(key, value)
 
 
+#: The local Ray's object store in MiB (default: Ray's own, 30% of the memory). Data that
+#: does not fit spills to disk (``temp_dir()``), so a small store bounds memory, not size.
+OBJECT_STORE_ENV = "KUBETRAIN_OBJECT_STORE_MB"
+
+
+def object_store_bytes() -> int | None:
+    value = os.environ.get(OBJECT_STORE_ENV)
+    return int(float(value) * 2**20) if value else None
+
+
 def local_init() -> int:
     """Start a Ray head in this process, sized to the machine; returns its CPUs."""
     import ray
@@ -191,6 +201,7 @@ def local_init() -> int:
     cpus = os.cpu_count() or 1
     ray.init(
         num_cpus=cpus,
+        object_store_memory=object_store_bytes(),
         include_dashboard=False,
         logging_level=logging.WARNING,
         log_to_driver=os.environ.get(SHOW_LOGS_ENV) == "1",

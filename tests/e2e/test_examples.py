@@ -29,6 +29,8 @@ from e2e_support import (
 )
 from kube_session import localcluster
 
+from kubetrain_runtime.datasets import write_digits_png
+
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = sorted(p.stem for p in (REPO_ROOT / "examples").glob("*.yaml"))
@@ -51,12 +53,16 @@ def kubetrain_cli(kubeconfig: object, namespace: str):
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
-def test_every_example_trains_in_the_cluster(example, workspace, kubectl, cluster_info):
+def test_every_example_trains_in_the_cluster(example, workspace, kubectl, cluster_info, tmp_path):
     job = shrunk_example(example)
     name = job["metadata"]["name"]
     if example == "iris-csv-mlp":  # its CSV sits beside the manifest: put it where pods see it
         workspace.copy_in(REPO_ROOT / "examples" / "data" / "iris-dirty.csv",
                           "/output/data/iris-dirty.csv")  # fmt: skip
+    if example == "digits-images-cnn":  # its PNG class folders, as its header writes them
+        folder = tmp_path / "digits-png"
+        write_digits_png(folder, scale=4)
+        workspace.copy_in(folder, "/output/data/digits-png")
     kubectl("apply", "-n", workspace.name, "-f", "-", stdin=yaml.safe_dump(job))
 
     final, timeline = follow_job(kubectl, workspace.name, name)

@@ -197,7 +197,9 @@ def test_windows_stay_within_a_series_and_validate_later_in_time(ray_local, sens
     prepared = prepare(series_job(sensor_log).spec, sensor_log.parent)
     stats = prepared.stats
     assert stats.sequences.series == 3 and stats.sequences.seriesDropped == 1
-    assert {"rule": "sequence.window", "dropped": 5} in [d.model_dump() for d in stats.droppedByRule]
+    assert {"rule": "sequence.window", "dropped": 5} in [
+        d.model_dump() for d in stats.droppedByRule
+    ]
     assert stats.sequences.longestSeries == 60 and stats.sequences.features == 3
     assert prepared.sample_shape == [8, 3] and prepared.num_outputs == 2
     frames = {}

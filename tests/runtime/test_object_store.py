@@ -57,11 +57,17 @@ def image_job(name: str, source: str, output: str, epochs: int) -> dict:
                 "source": {"uri": {"path": source, "format": "images"}},
                 "images": {"size": [16, 16], "mode": "L", "augment": {"cropPadding": 1}},
             },
-            "model": {"type": "cnn", "cnn": {"channels": [8, 16], "kernelSizes": [3, 3],
-                                             "hiddenUnits": 32}},  # fmt: skip
-            "training": {"epochs": epochs, "batchSize": 64, "seed": 3,
-                         "optimizer": {"learningRate": 0.003},
-                         "checkpoint": {"everyEpochs": 1, "keep": 2}},  # fmt: skip
+            "model": {
+                "type": "cnn",
+                "cnn": {"channels": [8, 16], "kernelSizes": [3, 3], "hiddenUnits": 32},
+            },
+            "training": {
+                "epochs": epochs,
+                "batchSize": 64,
+                "seed": 3,
+                "optimizer": {"learningRate": 0.003},
+                "checkpoint": {"everyEpochs": 1, "keep": 2},
+            },
             "output": {"uri": output},
         },
     }
@@ -103,7 +109,9 @@ def test_images_from_a_bucket_train_and_resume_from_its_checkpoints(
     assert metrics["final"]["val_accuracy"] > 0.8
     # No secret reached the outputs.
     for name in ("metrics.json", "data_report.json", "model/trainingjob.yaml"):
-        assert s3_env["AWS_SECRET_ACCESS_KEY"] not in s3.cat(f"{bucket}/runs/digits/{name}").decode()
+        assert (
+            s3_env["AWS_SECRET_ACCESS_KEY"] not in s3.cat(f"{bucket}/runs/digits/{name}").decode()
+        )
 
 
 def test_tables_of_image_bytes_and_of_series_from_a_bucket(bucket, s3, s3_env, ray_dir, tmp_path):

@@ -101,7 +101,7 @@ def _co2_naive_errors(fraction: float, window: int, horizon: int) -> dict[str, f
     from kubetrain_runtime.data.sources import co2_frame
 
     values = co2_frame().df.dropna().sort_values("date")["co2"].to_numpy(np.float64)
-    cut = len(values) - int(round(len(values) * fraction))
+    cut = len(values) - round(len(values) * fraction)
     naive, seasonal = [], []
     for start in range(cut, len(values) - window - horizon + 1):
         ahead = np.arange(start + window, start + window + horizon)

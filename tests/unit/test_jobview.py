@@ -69,3 +69,21 @@ def test_describe_names_the_task_the_api_fills_in(model, shown):
     """kubectl-applied specs often leave the task out: it comes from the model type."""
     job = {**JOB, "spec": {"model": model}}
     assert f"Model:       {shown}" in describe(job, []).splitlines()
+
+
+def test_describe_shows_classes_images_and_series():
+    from kubetrain.jobview import _data_stats
+
+    lines = _data_stats({
+        "rowsRead": 62, "classCounts": {"cats": 20, "dogs": 19},
+        "images": {"shape": [3, 28, 28], "sizesSeen": [{"size": "480x640", "count": 50}],
+                   "distinctSizes": 3, "channelMeans": [0.5, 0.4, 0.3], "undecodable": 1,
+                   "badFiles": ["s3://b/dogs/7.png"]},
+        "sequences": {"series": 3, "window": 8, "features": 2, "longestSeries": 60,
+                      "seriesDropped": 1},
+    })  # fmt: skip
+    assert "classes: cats 20, dogs 19" in lines
+    assert "image shape: 3x28x28 (channels x h x w)" in lines
+    assert "sizes read: 480x640 (50) of 3 sizes" in lines
+    assert "files dropped: 1 undecodable (first: s3://b/dogs/7.png)" in lines
+    assert "series: 3 (window 8 x 2 features, longest 60), 1 too short for a window" in lines

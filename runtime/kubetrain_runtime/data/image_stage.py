@@ -391,7 +391,9 @@ def prepare_images(
     timer = StepTimer()
     with timer.step("read_and_clean"):
         folder = spec.data.source.uri is not None and spec.data.source.uri.format == "images"
-        source = read_folder(spec, manifest_dir) if folder else read_table(spec, manifest_dir, image)
+        source = (
+            read_folder(spec, manifest_dir) if folder else read_table(spec, manifest_dir, image)
+        )
         decoded, kinds = decode_images(spec, source, image)
     on_step("statistics")
     with timer.step("stats"):

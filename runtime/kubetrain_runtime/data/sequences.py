@@ -108,7 +108,7 @@ def _starts(plan: WindowPlan, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Window starts of the training and validation windows of one series (label per
     window or forecast): the rows are cut at one time, each window wholly on one side."""
     span, stride = plan.span, plan.stride
-    cut = rows - int(round(rows * plan.fraction))
+    cut = rows - round(rows * plan.fraction)
     if rows - cut < span or cut < span:  # too short to split: all of it trains
         return np.arange(0, rows - span + 1, stride), np.arange(0)
     return np.arange(0, cut - span + 1, stride), np.arange(cut, rows - span + 1, stride)
@@ -270,7 +270,9 @@ def moments_partial(
     return out
 
 
-def moments(parts: list[dict[str, list[float]]], prefix: str = "") -> tuple[list[float], list[float]]:
+def moments(
+    parts: list[dict[str, list[float]]], prefix: str = ""
+) -> tuple[list[float], list[float]]:
     """Mean and standard deviation from merged partials (a constant column gets std 1)."""
     n = sum(p[f"{prefix}n"][0] for p in parts)
     total = np.sum([p[f"{prefix}sum"] for p in parts], axis=0)

@@ -136,6 +136,25 @@ def test_pods_pass_the_restricted_pod_security_standard(job, make_spec, make_con
         assert not pod["spec"].get("hostNetwork")
 
 
+def test_object_store_credentials_reach_every_pod_by_reference_only(job, make_spec, make_config):
+    spec = make_spec(storage={"secretName": "bucket-creds", "endpoint": "http://minio:9000",
+                              "region": "eu-west-1"})  # fmt: skip
+    built = children(job, spec, make_config())
+    for pod in built.pods:
+        env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert env[key] == {"name": key, "valueFrom": {"secretKeyRef": {
+                "name": "bucket-creds", "key": key}}}  # fmt: skip
+        token = env["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert token == {"name": "bucket-creds", "key": "AWS_SESSION_TOKEN", "optional": True}
+        assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio:9000"
+        assert env["AWS_REGION"]["value"] == env["AWS_DEFAULT_REGION"]["value"] == "eu-west-1"
+    # The operator neither reads nor copies the Secret: the kubelet resolves the reference.
+    assert "Secret" not in {child["kind"] for child in [*built.setup, *built.pods]}
+    plain = children(job, make_spec(), make_config()).head["spec"]["containers"][0]["env"]
+    assert not any(e["name"].startswith("AWS_") for e in plain)
+
+
 def test_admin_can_turn_restricted_security_off(job, make_spec, make_config):
     config = make_config(podSecurity={"restricted": False})
     pod = children(job, make_spec(), config).head
