@@ -85,7 +85,7 @@ class ObjectStore:
         )  # fmt: skip
         store = cls(root, port, host, access, secret, process, admin)
         deadline = time.monotonic() + timeout
-        while not _answers("127.0.0.1", port):
+        while not (_answers("127.0.0.1", port) and _answers("127.0.0.1", admin)):
             if process.poll() is not None or time.monotonic() > deadline:
                 store.stop()
                 tail = (root / "versitygw.log").read_text(errors="replace")[-2000:]

@@ -118,10 +118,19 @@ def check_writable(store: Store, field: str) -> None:
                         field=store.uri) from None  # fmt: skip
 
 
+def open_location(uri: str) -> tuple[Any, str]:
+    """The filesystem and path of a local path or fsspec URI. An object store's listings
+    are never cached: Ray Train, other workers and other attempts write checkpoints beside
+    this process, and a cached listing would hide them (s3fs keeps one per folder)."""
+    if is_object_store(uri):
+        return fsspec.core.url_to_fs(uri, use_listings_cache=False)
+    return fsspec.core.url_to_fs(uri)
+
+
 class Store:
     def __init__(self, uri: str) -> None:
         self.uri = normalize_uri(uri)
-        self.fs, self.root = fsspec.core.url_to_fs(self.uri)
+        self.fs, self.root = open_location(self.uri)
 
     @property
     def is_local(self) -> bool:

@@ -115,9 +115,12 @@ def test_images_from_a_bucket_survive_a_lost_worker_resuming_from_the_bucket(
         },
     )
     assert status["phase"] == "Succeeded", json.dumps(status)[-2000:]
-    assert status["attempts"] == 2
+    history = [(a["reason"], a.get("message", "")) for a in status["attemptHistory"]]
+    assert status["attempts"] == 2, history
 
     fs = s3_filesystem(object_store.endpoint, key, secret)
+    log = fs.cat(f"{bucket}/runs/{name}/logs/driver.log").decode()
+    report("bucket:driver-log", log[-6000:].splitlines())
     metrics = json.loads(fs.cat(f"{bucket}/runs/{name}/metrics.json"))
     assert [int(h["epoch"]) for h in metrics["history"]] == list(range(1, EPOCHS + 1))
     assert metrics["resumedFromEpoch"] >= before["artifacts"]["checkpointEpoch"]
@@ -127,7 +130,6 @@ def test_images_from_a_bucket_survive_a_lost_worker_resuming_from_the_bucket(
 
     # The secret was written nowhere: status, Events, the driver's log.
     events = kubectl("get", "events", "-n", ns, "-o", "json").stdout
-    log = fs.cat(f"{bucket}/runs/{name}/logs/driver.log").decode()
     for text in (json.dumps(final), events, log):
         assert secret not in text
     assert children_left(kubectl, ns, uid) == []

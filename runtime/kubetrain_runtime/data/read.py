@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import pandas as pd
 import ray.data
@@ -22,7 +21,7 @@ from fsspec.implementations.local import LocalFileSystem
 from kubetrain.api.v1alpha1 import DataSpec, UriSource
 from kubetrain.errors import DataError
 from kubetrain_runtime.data import sources
-from kubetrain_runtime.storage import bucket_problem, explain_storage_error
+from kubetrain_runtime.storage import bucket_problem, explain_storage_error, open_location
 
 #: Rows per block for in-memory sources, so that later steps have blocks to spread.
 ROWS_PER_BLOCK = 200_000
@@ -59,7 +58,7 @@ def resolve_path(path: str, manifest_dir: Path) -> str:
 
 def _open_fs(uri: str) -> tuple[Any, str]:
     try:
-        return fsspec.core.url_to_fs(uri)
+        return open_location(uri)
     except (ImportError, ValueError) as exc:
         raise DataError(f"cannot open this location: {exc}", field=uri) from None
 
