@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,12 +113,32 @@ def _reload_ray_config() -> None:
     Config.initialize("")
 
 
+class _NotTheUsersMistake(logging.Filter):
+    """Drops Ray Data's error records (tracebacks, "please open an issue") about a task
+    that failed on the user's input: the run reports that as one line naming the field.
+    Filters run inside the ``except`` that logs, so the failure is the one in hand."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from kubetrain_runtime.data.stage import user_error_inside
+
+        failure = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        return failure is None or user_error_inside(failure) is None
+
+
+#: Ray Data's loggers that report a failed task of a running dataset, traceback and all.
+_TASK_FAILURES = ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions")
+
+
 def quiet_driver() -> None:
     """Driver-side settings: no progress bars or per-dataset banners, a cheap shuffle,
     blocks sized to the cluster."""
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # "no available CPUs" while busy
+    for name in _TASK_FAILURES:
+        failures = logging.getLogger(name)
+        if not any(isinstance(f, _NotTheUsersMistake) for f in failures.filters):
+            failures.addFilter(_NotTheUsersMistake())
     for name in ("ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
     context = ray.data.DataContext.get_current()

@@ -260,3 +260,55 @@ def test_images_bytes_in_a_table_round_trip(ray_local, tmp_path):
     rows = pd.concat([prepared.train.to_pandas(), prepared.validation.to_pandas()])
     got = {bytes(np.asarray(x, np.uint8)) for x in rows["x"]}
     assert got == {p.tobytes() for p in originals}
+
+
+def test_kubetrain_datasets_write_makes_the_files_the_readers_take(tmp_path):
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kubetrain.cli", "datasets", "write", *args],
+                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+
+    done = cli("digits-png", str(tmp_path / "png"), "--scale", "2")
+    assert done.returncode == 0, done.stderr
+    files = sorted((tmp_path / "png").rglob("*.png"))
+    assert len(files) == 1797 and {f.parent.name for f in files} == {str(d) for d in range(10)}
+    assert Image.open(files[0]).size == (16, 16) and Image.open(files[0]).mode == "L"
+    done = cli("gunpoint", str(tmp_path / "tables"), "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(tmp_path / "tables" / "gunpoint.csv")
+    assert list(table.columns) == ["series", "split", "t", "value", "target"]
+    assert table.groupby("series").size().eq(150).all() and table["series"].nunique() == 200
+    unknown = cli("mnist", str(tmp_path / "x"))
+    assert unknown.returncode == 2 and "known: digits-png" in unknown.stderr
+
+
+def test_a_bad_time_column_is_one_line_for_the_user_not_a_ray_traceback(tmp_path):
+    """A user's mistake found inside a Ray Data task: Ray's own error logs (a traceback and
+    "please open an issue") are held back; the user sees the one line with the field."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    pd.DataFrame({"when": ["monday", "tuesday", "wednesday", "thursday", "friday", "sat"],
+                  "v": range(6)}).to_csv(tmp_path / "log.csv", index=False)  # fmt: skip
+    manifest = {"apiVersion": "kubetrain.io/v1alpha1", "kind": "TrainingJob",
+                "metadata": {"name": "bad-time"},
+                "spec": {"data": {"source": {"uri": {"path": "log.csv"}},
+                                  "sequence": {"window": 2, "orderBy": "when", "targets": ["v"]}},
+                         "model": {"type": "rnn", "task": "regression"}}}  # fmt: skip
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(manifest))
+    env = {**os.environ, "KUBETRAIN_RAY_IDLE_SECONDS": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "kubetrain.cli", "run", str(tmp_path / "job.yaml"),
+         "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        "error: spec.data.sequence.orderBy: cannot sort by it: 'monday' is neither a number "
+        "nor a date"
+    ], done.stderr[-3000:]

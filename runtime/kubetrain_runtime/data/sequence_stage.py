@@ -221,7 +221,7 @@ def prepare_sequences(
     with timer.step("preprocess"):
         indices = _class_indices(classes) if classes else None
         plan = window_plan(sequence, columns, spec, indices)
-        prepared = _split(spec, read, plan, merged, classes)
+        prepared = _split(spec, read, plan, classes)
     prepared.timings = timer.seconds
     prepared.report["timingsSeconds"] = {k: round(v, 3) for k, v in timer.seconds.items()}
     return prepared
@@ -243,7 +243,7 @@ def _no_series(plan: sequences.WindowPlan, longest: int) -> DataError:
 
 
 def _split(
-    spec: TrainingJobSpec, read: _Read, plan: sequences.WindowPlan, merged: dict[str, Any],
+    spec: TrainingJobSpec, read: _Read, plan: sequences.WindowPlan,
     classes: preprocess.Classes | None,
 ) -> PreparedData:  # fmt: skip
     windows = _windows(read, plan)
