@@ -64,6 +64,8 @@ ENV_OUTPUT_ROOT = "KUBETRAIN_OUTPUT_ROOT"
 
 #: Where the operator mounts a job's shared volume in every Ray pod.
 OUTPUT_MOUNT = "/output"
+#: Where the operator mounts a job's data claim (``spec.data.volumeClaim``), read-only.
+DATA_MOUNT = "/data"
 #: The default output folder of a run outside a cluster, relative to where it runs.
 LOCAL_OUTPUT_ROOT = "runs"
 

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from kubetrain.api import grammar
+from kubetrain.api.contract import DATA_MOUNT
 from kubetrain.api.grammar import DnsSubdomain, ImageReference, LabelKey, LabelValue
 from kubetrain.api.quantity import POSITIVE_QUANTITY_PATTERN, parse_quantity
 from kubetrain.errors import SpecError
@@ -678,6 +679,10 @@ NO_TABLE_PREPROCESSING = (
     "preprocessing (impute, scale, encode) is for tables; images have images.normalize "
     "and sequences sequence.normalize"
 )
+DATA_CLAIM_PATH = (
+    f"data.volumeClaim is mounted read-only at {DATA_MOUNT} in every Ray pod: source.uri.path "
+    f"must be a path under {DATA_MOUNT}"
+)
 _IS_FOLDER = "(has(self.source.uri) && self.source.uri.format == 'images')"
 _IS_IMAGES = f"(has(self.images) || {_IS_FOLDER})"
 _NO_PREPROCESSING = (
@@ -728,6 +733,13 @@ class DataSpec(ApiModel):
                     NO_TABLE_PREPROCESSING,
                     ".preprocessing",
                 ),
+                _cel(
+                    "!has(self.volumeClaim) || (has(self.source.uri) && "
+                    f"(self.source.uri.path == '{DATA_MOUNT}' || "
+                    f"self.source.uri.path.startsWith('{DATA_MOUNT}/')))",
+                    DATA_CLAIM_PATH,
+                    ".source.uri.path",
+                ),
             ]
         }
     )
@@ -750,6 +762,15 @@ class DataSpec(ApiModel):
     )
     validation: ValidationSplit = Field(
         default_factory=ValidationSplit, description="Train/validation split."
+    )
+    volumeClaim: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description=f"A PersistentVolumeClaim in the job's namespace that holds the data, "
+        f"mounted read-only at {DATA_MOUNT} in every Ray pod; source.uri.path then names a "
+        f"path under {DATA_MOUNT}. For kubetrain run, that path on this machine.",
     )
     images: ImageSpec | None = Field(
         None,
@@ -788,6 +809,10 @@ class DataSpec(ApiModel):
         pre = self.preprocessing
         if (images or self.sequence is not None) and (pre.impute or pre.scale or pre.encode):
             raise nested_error("preprocessing", NO_TABLE_PREPROCESSING)
+        if self.volumeClaim is not None:
+            path = uri.path if uri is not None else ""
+            if not (path == DATA_MOUNT or path.startswith(DATA_MOUNT + "/")):
+                raise nested_error("source.uri.path", DATA_CLAIM_PATH)
         return self
 
     @property

@@ -20,6 +20,7 @@ import orjson
 
 from kubetrain.api.contract import (
     DASHBOARD_PORT_NAME,
+    DATA_MOUNT,
     ENV_JOB_NAMESPACE,
     OUTPUT_MOUNT,
     cluster_output_uri,
@@ -387,6 +388,10 @@ def _pod(
     if claim:
         volume_mounts.append({"name": "output", "mountPath": OUTPUT_MOUNT})
         volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": claim}})
+    if spec.data.volumeClaim:  # the data, read-only: a job cannot change its own inputs
+        volume_mounts.append({"name": "data", "mountPath": DATA_MOUNT, "readOnly": True})
+        volumes.append({"name": "data", "persistentVolumeClaim": {
+            "claimName": spec.data.volumeClaim, "readOnly": True}})  # fmt: skip
     container: Obj = {
         "name": f"ray-{role}",
         "image": image_of(spec, config),

@@ -18,22 +18,23 @@ IMAGE_SETS = ("digits-png",)
 TABLES = ("digits", "iris", "wine", "co2", "gunpoint")
 
 
-def write_digits_png(folder: Path, *, scale: int = 1) -> int:
-    """The 1797 digits as 8-bit grey PNGs (0..16 stretched to 0..255), ``scale`` times
-    their 8x8 size; returns how many were written."""
+def write_digits_png(folder: Path, *, scale: int = 1, limit: int | None = None) -> int:
+    """The 1797 digits (or the first ``limit``) as 8-bit grey PNGs (0..16 stretched to
+    0..255), ``scale`` times their 8x8 size; returns how many were written."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     pixels = np.clip(np.round(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    for index, (image, label) in enumerate(zip(pixels, digits.target, strict=True)):
+    pairs = list(zip(pixels, digits.target, strict=True))[:limit]
+    for index, (image, label) in enumerate(pairs):
         target = folder / str(int(label))
         target.mkdir(parents=True, exist_ok=True)
         picture = Image.fromarray(image, mode="L")
         if scale > 1:
             picture = picture.resize((8 * scale, 8 * scale), Image.Resampling.NEAREST)
         picture.save(target / f"{index:04d}.png")
-    return len(pixels)
+    return len(pairs)
 
 
 def write_table(name: str, folder: Path, file_format: str) -> Path:

@@ -24,6 +24,8 @@ from kubetrain_runtime.datasets import write_digits_png
 pytestmark = pytest.mark.runtime
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Images in the bucket: enough for ten classes to be learnt, few enough to list and read fast.
+DIGITS = 600
 
 
 def kubetrain_run(job: dict, tmp_path: Path, env: dict[str, str], ray_dir: Path, *args: str):
@@ -77,7 +79,7 @@ def image_job(name: str, source: str, output: str, epochs: int) -> dict:
 def digits_in_bucket(object_store, tmp_path_factory):
     """The digits as PNG class folders, uploaded to a bucket of their own."""
     folder = tmp_path_factory.mktemp("digits-png")
-    write_digits_png(folder, scale=2)
+    write_digits_png(folder, scale=2, limit=DIGITS)
     name = "digits-data"
     object_store.create_bucket(name)
     fs = s3_filesystem(object_store.endpoint, object_store.access_key, object_store.secret_key)
@@ -96,7 +98,7 @@ def test_images_from_a_bucket_train_and_resume_from_its_checkpoints(
     assert {"model/model.pt", "metrics.json", "data_report.json", "model/plan.json"} <= files
     assert any(f.startswith("checkpoints/s3-digits/checkpoint_epoch_00002/") for f in files)
     report = json.loads(s3.cat(f"{bucket}/runs/digits/data_report.json"))
-    assert report["rowsRead"] == 1797 and report["images"]["shape"] == [1, 16, 16]
+    assert report["rowsRead"] == DIGITS and report["images"]["shape"] == [1, 16, 16]
 
     # More epochs: the run continues from the bucket's checkpoint. (Ray Train's own writes
     # to a bucket, from worker pods, are the e2e tier's: tests/e2e/test_object_storage.py.)
@@ -107,7 +109,7 @@ def test_images_from_a_bucket_train_and_resume_from_its_checkpoints(
     metrics = json.loads(s3.cat(f"{bucket}/runs/digits/metrics.json"))
     assert metrics["resumedFromEpoch"] == 2
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
-    assert metrics["final"]["val_accuracy"] > 0.8
+    assert metrics["final"]["val_accuracy"] > 0.6
     # No secret reached the outputs.
     for name in ("metrics.json", "data_report.json", "model/trainingjob.yaml"):
         assert (

@@ -73,13 +73,17 @@ def decode(data: bytes, settings: DecodeSettings) -> tuple[np.ndarray, tuple[int
     from PIL import Image, ImageOps
 
     with Image.open(io.BytesIO(data)) as image:
-        image.load()  # a truncated file fails here, not later
         read_size = (image.height, image.width)
         if settings.min_size and (
             read_size[0] < settings.min_size[0] or read_size[1] < settings.min_size[1]
         ):
             raise TooSmall(f"{read_size[0]}x{read_size[1]}")
         mode = target_mode(image.mode, settings.mode)
+        if settings.size and image.format == "JPEG":
+            # A JPEG decodes at 1/2, 1/4 or 1/8 scale for free, still covering the size.
+            height, width = settings.size
+            image.draft(mode, (width, height))
+        image.load()  # a truncated file fails here, not later
         source = _to_eight_bits(image) if image.mode in _WIDE_MODES else image
         converted = source.convert(mode)
         if settings.size and (converted.height, converted.width) != settings.size:

@@ -155,6 +155,20 @@ def test_object_store_credentials_reach_every_pod_by_reference_only(job, make_sp
     assert not any(e["name"].startswith("AWS_") for e in plain)
 
 
+def test_a_data_claim_is_mounted_read_only_at_data(job, make_spec, make_config):
+    spec = make_spec(
+        data={"source": {"uri": {"path": "/data/images", "format": "images"}},
+              "volumeClaim": "team-images"},
+        model={"type": "cnn"},
+    )  # fmt: skip
+    for pod in children(job, spec, make_config()).pods:
+        mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+        assert mounts["data"] == {"name": "data", "mountPath": "/data", "readOnly": True}
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes["data"]["persistentVolumeClaim"] == {
+            "claimName": "team-images", "readOnly": True}  # fmt: skip
+
+
 def test_admin_can_turn_restricted_security_off(job, make_spec, make_config):
     config = make_config(podSecurity={"restricted": False})
     pod = children(job, make_spec(), config).head

@@ -119,3 +119,11 @@ def test_path_columns_resolve_against_the_table_folder():
     assert images.resolve_image_path("s3://b/k.png", "/data") == "b/k.png"
     assert images.resolve_image_path(None, "/data") is None
     assert images.resolve_image_path(" ", "/data") is None
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_still_covers_the_size():
+    big = np.zeros((480, 640, 3), dtype=np.uint8)
+    big[:, 320:] = 250
+    pixels, read = images.decode(encoded(big, "RGB", "JPEG"), images.DecodeSettings(size=(60, 80)))
+    assert read == (480, 640) and pixels.shape == (3, 60, 80)  # the size read is the file's
+    assert pixels[:, :, :30].mean() < 40 and pixels[:, :, 50:].mean() > 200
