@@ -103,8 +103,13 @@ class PathReader:
         try:
             with self.fs.open(path, "rb") as handle:
                 return handle.read()
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            return None
+        except (FileNotFoundError, IsADirectoryError):
+            return None  # counted as missing
+        except PermissionError as exc:  # the data is there but refused: the user's to fix
+            from kubetrain_runtime.storage import explain_storage_error
+
+            reason = explain_storage_error(self.fs, path, exc)
+            raise DataError(f"cannot read this image: {reason}", field=str(value)) from None
 
 
 def _class_folders(fs: Any, path: str, location: str) -> list[str]:
