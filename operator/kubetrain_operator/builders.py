@@ -359,6 +359,27 @@ def _toleration(t: Toleration) -> Obj:
     return t.model_dump(exclude_none=True)
 
 
+def claim_volumes_of(spec: TrainingJobSpec, config: OperatorConfig) -> tuple[list[Obj], list[Obj]]:
+    """The mounts and volumes of the outputs claim (at /output) and the data claim
+    (read-only at /data: a job cannot change its own inputs). When both name one claim it
+    is one volume mounted twice: two volumes on one PersistentVolume are one volume to the
+    kubelet, which then mounted both read-only and the job could not write its outputs."""
+    mounts: list[Obj] = []
+    volumes: list[Obj] = []
+    claim = output_claim(spec, config)
+    if claim:
+        mounts.append({"name": "output", "mountPath": OUTPUT_MOUNT})
+        volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": claim}})
+    data_claim = spec.data.volumeClaim
+    if data_claim and data_claim == claim:
+        mounts.append({"name": "output", "mountPath": DATA_MOUNT, "readOnly": True})
+    elif data_claim:
+        mounts.append({"name": "data", "mountPath": DATA_MOUNT, "readOnly": True})
+        volumes.append({"name": "data", "persistentVolumeClaim": {
+            "claimName": data_claim, "readOnly": True}})  # fmt: skip
+    return mounts, volumes
+
+
 def _pod(
     job: JobRef,
     spec: TrainingJobSpec,
@@ -384,14 +405,9 @@ def _pod(
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
         {"name": "tmp", "emptyDir": {}},
     ]
-    claim = output_claim(spec, config)
-    if claim:
-        volume_mounts.append({"name": "output", "mountPath": OUTPUT_MOUNT})
-        volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": claim}})
-    if spec.data.volumeClaim:  # the data, read-only: a job cannot change its own inputs
-        volume_mounts.append({"name": "data", "mountPath": DATA_MOUNT, "readOnly": True})
-        volumes.append({"name": "data", "persistentVolumeClaim": {
-            "claimName": spec.data.volumeClaim, "readOnly": True}})  # fmt: skip
+    claim_mounts, claim_volumes = claim_volumes_of(spec, config)
+    volume_mounts += claim_mounts
+    volumes += claim_volumes
     container: Obj = {
         "name": f"ray-{role}",
         "image": image_of(spec, config),

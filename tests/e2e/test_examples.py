@@ -52,6 +52,14 @@ def kubetrain_cli(kubeconfig: object, namespace: str):
     return run
 
 
+def failure_report(workspace, status: dict) -> str:
+    """The status and the end of the driver's log on the claim: the message in status is
+    cut short, and the cause of a failed attempt is often only in the log."""
+    log_uri = status.get("artifacts", {}).get("logUri", "")
+    tail = workspace.exec("sh", "-c", f"tail -c 6000 {log_uri} 2>&1 || true") if log_uri else ""
+    return f"{json.dumps(status, indent=2)[-3000:]}\n--- {log_uri or 'no driver log'}:\n{tail}"
+
+
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_every_example_trains_in_the_cluster(example, workspace, kubectl, cluster_info, tmp_path):
     job = shrunk_example(example)
@@ -70,7 +78,7 @@ def test_every_example_trains_in_the_cluster(example, workspace, kubectl, cluste
     report(f"example:{example}", {"milestones": timeline.seen, "status": {
         k: status.get(k) for k in ("phase", "reason", "message", "keyMetric", "metrics", "attempts")
     }})  # fmt: skip
-    assert status["phase"] == "Succeeded", json.dumps(status, indent=2)[-3000:]
+    assert status["phase"] == "Succeeded", failure_report(workspace, status)
 
     # The cluster ran on the real node, and status moved through both stages with live data.
     node_sets = [s["nodes"] for s in timeline.samples if s["nodes"]]

@@ -169,6 +169,20 @@ def test_a_data_claim_is_mounted_read_only_at_data(job, make_spec, make_config):
             "claimName": "team-images", "readOnly": True}  # fmt: skip
 
 
+def test_one_claim_for_data_and_outputs_is_one_volume_mounted_twice(job, make_spec, make_config):
+    spec = make_spec(
+        data={"source": {"uri": {"path": "/data/images", "format": "images"}},
+              "volumeClaim": "shared"},
+        model={"type": "cnn"}, output={"volumeClaim": "shared"},
+    )  # fmt: skip
+    for pod in children(job, spec, make_config()).pods:
+        mounts = pod["spec"]["containers"][0]["volumeMounts"]
+        assert {"name": "output", "mountPath": "/output"} in mounts
+        assert {"name": "output", "mountPath": "/data", "readOnly": True} in mounts
+        claims = [v for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+        assert claims == [{"name": "output", "persistentVolumeClaim": {"claimName": "shared"}}]
+
+
 def test_admin_can_turn_restricted_security_off(job, make_spec, make_config):
     config = make_config(podSecurity={"restricted": False})
     pod = children(job, make_spec(), config).head
