@@ -80,12 +80,7 @@ class Client:
         body = _manifest(job)
         name = body["metadata"]["name"]
         before = self._get_or_none(name)
-        applied = self._call(
-            f"apply trainingjob {name!r}",
-            self._custom.patch_namespaced_custom_object,
-            GROUP, VERSION, self.namespace, PLURAL, name, body,
-            field_manager=FIELD_MANAGER, _content_type="application/apply-patch+yaml",
-        )  # fmt: skip
+        applied = self._apply(name, body)
         if before is None:
             outcome = "created"
         elif before["metadata"]["resourceVersion"] == applied["metadata"]["resourceVersion"]:
@@ -284,6 +279,28 @@ class Client:
         except OSError as exc:
             raise self._unreachable(exc) from None
 
+    def _apply(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply, waiting out a CRD installed moments ago: the API server serves
+        it (Established) before server-side apply knows its schema, and until then answers
+        that the kind is not found (for 3.5 s right after ``helm install`` here), where
+        kubectl's client-side apply goes through. Like kubectl after a discovery miss, try
+        again, for at most SCHEMA_SETTLE_SECONDS."""
+        deadline = time.monotonic() + SCHEMA_SETTLE_SECONDS
+        pause = 0.1
+        while True:
+            try:
+                return self._custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, name, body,
+                    field_manager=FIELD_MANAGER, _content_type="application/apply-patch+yaml",
+                )  # fmt: skip
+            except self._exception as exc:
+                if not schema_not_ready(exc.body) or time.monotonic() + pause > deadline:
+                    raise self._error(f"apply trainingjob {name!r}", exc) from None
+            except OSError as exc:
+                raise self._unreachable(exc) from None
+            time.sleep(pause)
+            pause = min(2 * pause, 1.0)
+
     def _patch_spec(self, name: str, spec: dict[str, Any], what: str) -> None:
         self.get(name)  # "not found" before a patch's less clear answer
         self._call(
@@ -329,6 +346,22 @@ class Client:
 
     def _unreachable(self, exc: OSError) -> ClusterError:
         return ClusterError(f"cannot reach the cluster at {self._api.configuration.host}: {exc}")
+
+
+#: The longest a submit waits for a just-installed CRD's schema (server-side apply).
+SCHEMA_SETTLE_SECONDS = 20.0
+
+
+def schema_not_ready(body: str | None) -> bool:
+    """Whether an API error is the one server-side apply gives while a CRD created moments
+    ago is served but its schema is not yet known ("Resource kind ... not found. There can
+    be a delay ..."): not a missing CRD, not a missing object, not a refusal."""
+    try:
+        message = str(json.loads(body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        return False
+    delay = "There can be a delay between when CustomResourceDefinitions are created"
+    return delay in message or (message.startswith("Resource kind") and "not found" in message)
 
 
 def _manifest(job: TrainingJob | Mapping[str, Any]) -> dict[str, Any]:
