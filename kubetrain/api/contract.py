@@ -66,6 +66,13 @@ ENV_OUTPUT_ROOT = "KUBETRAIN_OUTPUT_ROOT"
 OUTPUT_MOUNT = "/output"
 #: Where the operator mounts a job's data claim (``spec.data.volumeClaim``), read-only.
 DATA_MOUNT = "/data"
+
+
+def within_mount(path: str, mount: str) -> bool:
+    """Whether ``path`` is the mount point itself or a path under it."""
+    return path == mount or path.startswith(mount + "/")
+
+
 #: The default output folder of a run outside a cluster, relative to where it runs.
 LOCAL_OUTPUT_ROOT = "runs"
 

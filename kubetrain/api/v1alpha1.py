@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from kubetrain.api import grammar
-from kubetrain.api.contract import DATA_MOUNT
+from kubetrain.api.contract import DATA_MOUNT, within_mount
 from kubetrain.api.grammar import DnsSubdomain, ImageReference, LabelKey, LabelValue
 from kubetrain.api.quantity import POSITIVE_QUANTITY_PATTERN, parse_quantity
 from kubetrain.errors import SpecError
@@ -679,6 +679,12 @@ NO_TABLE_PREPROCESSING = (
     "preprocessing (impute, scale, encode) is for tables; images have images.normalize "
     "and sequences sequence.normalize"
 )
+#: A PersistentVolumeClaim's name, as the API server checks it (a DNS subdomain).
+CLAIM_NAME: dict[str, Any] = {
+    "min_length": 1,
+    "max_length": 253,
+    "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+}
 DATA_CLAIM_PATH = (
     f"data.volumeClaim is mounted read-only at {DATA_MOUNT} in every Ray pod: source.uri.path "
     f"must be a path under {DATA_MOUNT}"
@@ -765,9 +771,7 @@ class DataSpec(ApiModel):
     )
     volumeClaim: str | None = Field(
         None,
-        min_length=1,
-        max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        **CLAIM_NAME,
         description=f"A PersistentVolumeClaim in the job's namespace that holds the data, "
         f"mounted read-only at {DATA_MOUNT} in every Ray pod; source.uri.path then names a "
         f"path under {DATA_MOUNT}. For kubetrain run, that path on this machine.",
@@ -809,10 +813,9 @@ class DataSpec(ApiModel):
         pre = self.preprocessing
         if (images or self.sequence is not None) and (pre.impute or pre.scale or pre.encode):
             raise nested_error("preprocessing", NO_TABLE_PREPROCESSING)
-        if self.volumeClaim is not None:
-            path = uri.path if uri is not None else ""
-            if not (path == DATA_MOUNT or path.startswith(DATA_MOUNT + "/")):
-                raise nested_error("source.uri.path", DATA_CLAIM_PATH)
+        data_path = uri.path if uri is not None else ""
+        if self.volumeClaim is not None and not within_mount(data_path, DATA_MOUNT):
+            raise nested_error("source.uri.path", DATA_CLAIM_PATH)
         return self
 
     @property
@@ -1290,9 +1293,7 @@ class OutputSpec(ApiModel):
     )
     volumeClaim: str | None = Field(
         None,
-        min_length=1,
-        max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        **CLAIM_NAME,
         description="A PersistentVolumeClaim in the job's namespace, mounted at /output in "
         "every Ray pod: shared storage for checkpoints and outputs. With uri unset, "
         "outputs go to /output/<namespace>/<ray cluster name>.",

@@ -24,6 +24,7 @@ from kubetrain.api.contract import (
     ENV_JOB_NAMESPACE,
     OUTPUT_MOUNT,
     cluster_output_uri,
+    within_mount,
 )
 from kubetrain.api.raynode import NODE_GUARD, head_node, worker_node
 from kubetrain.api.v1alpha1 import (
@@ -188,7 +189,7 @@ def shared_storage_problem(spec: TrainingJobSpec, config: OperatorConfig) -> str
     if uri and is_object_store(uri):
         return None
     claim = output_claim(spec, config)
-    if claim and (not uri or uri == OUTPUT_MOUNT or uri.startswith(OUTPUT_MOUNT + "/")):
+    if claim and (not uri or within_mount(uri, OUTPUT_MOUNT)):
         return None
     if claim:
         return (

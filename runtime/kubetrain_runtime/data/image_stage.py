@@ -59,6 +59,7 @@ from kubetrain_runtime.data.stage import (
     reading,
     reduce_blocks,
 )
+from kubetrain_runtime.storage import explain_storage_error
 from kubetrain_runtime.transforms import IMAGE
 
 _IMAGES = "spec.data.images"
@@ -106,8 +107,6 @@ class PathReader:
         except (FileNotFoundError, IsADirectoryError):
             return None  # counted as missing
         except PermissionError as exc:  # the data is there but refused: the user's to fix
-            from kubetrain_runtime.storage import explain_storage_error
-
             reason = explain_storage_error(self.fs, path, exc)
             raise DataError(f"cannot read this image: {reason}", field=str(value)) from None
 
