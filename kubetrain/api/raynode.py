@@ -28,6 +28,18 @@ MIN_OBJECT_STORE = 75 * 2**20
 #: asks for one, so it lands on a worker pod of its own, never on the head (whose CPUs are
 #: for the driver and Ray Data).
 WORKER_SLOT = "kubetrain_worker"
+#: Ray starts at most this many worker processes at once on a node (its default is the
+#: node's CPU count). A job's first seconds start several on the head at once (the job's
+#: supervisor, Ray Train's controller, Ray Data's coordinators and tasks): one at a time on
+#: a 1-CPU head, they queued for 20 s of a 60 s job (BENCHMARKS.md, cluster start).
+MIN_STARTUP_CONCURRENCY = 4
+STARTUP_CONCURRENCY_ENV = "RAY_worker_maximum_startup_concurrency"
+#: The smallest head the operator accepts (``spec.cluster.head.resources.memory``). Before
+#: any data, a head holds Ray's daemons (GCS, raylet, dashboard and its agents), the job's
+#: supervisor and driver, Ray Train's controller and Ray Data's coordinators: about 1.3 GiB
+#: whatever the worker count (BENCHMARKS.md, head footprint), and Ray's memory monitor
+#: stops processes at 95% of the limit. The data stage comes on top of it.
+HEAD_MEMORY_MINIMUM = "2Gi"
 #: The main process of every Ray pod, around ``ray start --block``: it ends the node when
 #: the kernel OOM-kills one of its processes, so the pod fails as ``OOMKilled``.
 NODE_GUARD = "python -m kubetrain_runtime.node_guard"
@@ -53,6 +65,10 @@ class RayNodeResources:
             custom = json.dumps({WORKER_SLOT: self.worker_slots}, separators=(",", ":"))
             flags += f" --resources='{custom}'"
         return flags
+
+    def startup_concurrency(self) -> int:
+        """Worker processes this node's raylet may start at once (``STARTUP_CONCURRENCY_ENV``)."""
+        return max(self.cpus, MIN_STARTUP_CONCURRENCY)
 
     def train_worker_request(self) -> dict[str, float]:
         """Ray Train's ``resources_per_worker`` for a worker that owns this whole node."""

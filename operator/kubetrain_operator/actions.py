@@ -19,6 +19,8 @@ class EnsureCluster:
 @dataclass(frozen=True)
 class DeletePods:
     names: tuple[str, ...]
+    #: Seconds the kubelet waits after SIGTERM (None: the pod's own, 30 s).
+    grace: int | None = None
 
 
 @dataclass(frozen=True)

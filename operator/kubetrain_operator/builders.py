@@ -26,7 +26,13 @@ from kubetrain.api.contract import (
     cluster_output_uri,
     within_mount,
 )
-from kubetrain.api.raynode import NODE_GUARD, head_node, worker_node
+from kubetrain.api.raynode import (
+    NODE_GUARD,
+    STARTUP_CONCURRENCY_ENV,
+    RayNodeResources,
+    head_node,
+    worker_node,
+)
 from kubetrain.api.v1alpha1 import (
     API_VERSION,
     DRIVER_LOG_KEY,
@@ -393,6 +399,7 @@ def _pod(
     resources: Obj,
     ports: list[Obj],
     probe: Obj,
+    node: RayNodeResources,
 ) -> Obj:
     cluster = spec.cluster
     uses_runtime_account = _uses_runtime_account(spec, config)
@@ -414,7 +421,10 @@ def _pod(
         "image": image_of(spec, config),
         "imagePullPolicy": cluster.imagePullPolicy,
         "command": ["/bin/sh", "-c", command],
-        "env": _env(job, config, spec),
+        "env": [
+            *_env(job, config, spec),
+            {"name": STARTUP_CONCURRENCY_ENV, "value": str(node.startup_concurrency())},
+        ],
         "ports": ports,
         "resources": resources,
         "readinessProbe": probe,
@@ -489,12 +499,13 @@ def head_pod(
 ) -> Obj:
     res = spec.cluster.head.resources
     limits = {"cpu": str(res.cpu), "memory": str(res.memory)}
+    node = head_node(res)
     command = (
         f"exec {NODE_GUARD} ray start --head --block --disable-usage-stats"
         ' --node-ip-address="$POD_IP"'
         f" --port={GCS_PORT} --dashboard-host=0.0.0.0 --dashboard-port={DASHBOARD_PORT}"
         f" --dashboard-agent-listen-port={AGENT_PORT}"
-        f" {head_node(res).ray_start_flags()}"
+        f" {node.ray_start_flags()}"
     )
     return _pod(
         job,
@@ -511,6 +522,7 @@ def head_pod(
             {"name": "client", "containerPort": CLIENT_PORT},
         ],
         probe=_http_probe("/api/gcs_healthz", DASHBOARD_PORT),
+        node=node,
     )
 
 
@@ -526,11 +538,12 @@ def worker_pod(
     if res.gpu:
         limits[placement.gpu_resource] = str(res.gpu)
     host = f"${{{_service_host_env(job)}:-{job.head_service}.{job.namespace}.svc}}"
+    node = worker_node(res)
     command = (
         f"exec {NODE_GUARD} ray start --block --disable-usage-stats"
         f' --address="{host}:{GCS_PORT}" --node-ip-address="$POD_IP"'
         f" --dashboard-agent-listen-port={AGENT_PORT}"
-        f" {worker_node(res).ray_start_flags()}"
+        f" {node.ray_start_flags()}"
     )
     return _pod(
         job,
@@ -543,16 +556,23 @@ def worker_pod(
         resources=_resources(limits, placement),
         ports=[{"name": "agent", "containerPort": AGENT_PORT}],
         probe=_http_probe("/api/local_raylet_healthz", AGENT_PORT),
+        node=node,
     )
+
+
+#: Readiness is probed every second: the job is submitted when every Ray pod is Ready, so
+#: a 5 s period cost up to 5 s of every start. A pod goes unready after 30 s of failures.
+PROBE_PERIOD_SECONDS = 1
+PROBE_TOLERANCE_SECONDS = 30
 
 
 def _http_probe(path: str, port: int) -> Obj:
     return {
         "httpGet": {"path": path, "port": port},
-        "initialDelaySeconds": 3,
-        "periodSeconds": 5,
+        "initialDelaySeconds": 1,
+        "periodSeconds": PROBE_PERIOD_SECONDS,
         "timeoutSeconds": 3,
-        "failureThreshold": 6,
+        "failureThreshold": PROBE_TOLERANCE_SECONDS // PROBE_PERIOD_SECONDS,
     }
 
 

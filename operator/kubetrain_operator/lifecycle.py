@@ -229,8 +229,8 @@ async def _follow(
             retry = True
         if written is not None:
             continue
-        phase = (body.get("status") or {}).get("phase")
-        timeout = interval if retry else ctx.next_look_in(uid, phase, interval, now_utc())
+        status = body.get("status") or {}
+        timeout = interval if retry else ctx.next_look_in(uid, status, interval, now_utc())
         if await _sleep_until_woken(wake, timeout):
             await asyncio.sleep(SETTLE)
 

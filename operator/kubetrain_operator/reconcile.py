@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,7 +40,7 @@ from .kube import ApiError, KubeApi
 from .naming import DASHBOARD_PORT, KUEUE_QUEUE, ROLE_HEAD, ROLE_WORKER, JobRef
 from .observe import Observed, PodState, RayJobState, parse_final_report
 from .rayjobs import RayJobsClient, RayJobsError
-from .validation import check_job_name, parse_spec, resolve_placement
+from .validation import check_head_size, check_job_name, parse_spec, resolve_placement
 
 log = logging.getLogger(__name__)
 EVENT_COMPONENT = "kubetrain-operator"
@@ -80,6 +80,16 @@ class SpecVersion:
 class CachedSpec:
     version: SpecVersion
     parsed: ParsedSpec
+
+
+#: How often a job whose runtime reported its end is looked at, until Ray says it ended.
+FINISHING_LOOK_SECONDS = 0.5
+
+
+def runtime_finished(status: Mapping[str, Any]) -> bool:
+    """The runtime wrote its final report (its outputs are written; the driver exits)."""
+    final = (status.get("progress") or {}).get("stage") == "finishing"
+    return final and "wall_seconds" in (status.get("metrics") or {})
 
 
 @dataclass
@@ -151,12 +161,17 @@ class Context:
         await asyncio.gather(*(_post_event(self.kube, body) for body in bodies))
 
     def next_look_in(
-        self, uid: str, phase: str | None, interval: float, now: datetime
+        self, uid: str, status: Mapping[str, Any], interval: float, now: datetime
     ) -> float | None:
         """Seconds until a job must be looked at again although nothing it is woken by (its
         job, its pods) changed; None: only on a change. A running job: every ``interval``,
-        as Ray's state is not watched. Any other job: at its next deadline (startup, TTL),
-        else at the resync period. A look that acted or wrote is followed by one more."""
+        as Ray's state is not watched, or every ``FINISHING_LOOK_SECONDS`` once its runtime
+        reported the end (its driver exits in a second or two). Any other job: at its next
+        deadline (startup, TTL), else at the resync period. A look that acted or wrote is
+        followed by one more."""
+        phase = status.get("phase")
+        if runtime_finished(status):
+            interval = min(interval, FINISHING_LOOK_SECONDS)
         look = self.looks.get(uid)
         if look is None:
             return interval
@@ -254,6 +269,7 @@ def _parse(job: JobRef, raw: Any, config: OperatorConfig) -> ParsedSpec:
     try:
         check_job_name(job.name)
         spec = parse_spec(raw)
+        check_head_size(spec)
         children = builders.build_children(job, spec, resolve_placement(spec, config), config)
     except SpecError as exc:
         return ParsedSpec(None, exc)
@@ -376,7 +392,10 @@ async def _execute(
             for name in action.names:
                 ctx.expectations.get(job.uid, {}).pop(name, None)
             await asyncio.gather(
-                *(kube.delete("v1", "Pod", job.namespace, name) for name in action.names)
+                *(
+                    kube.delete("v1", "Pod", job.namespace, name, grace=action.grace)
+                    for name in action.names
+                )
             )
         elif isinstance(action, DeleteService):
             await kube.delete("v1", "Service", job.namespace, job.head_service)

@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubetrain.api.manifests import errors_of
+from kubetrain.api.quantity import parse_quantity
+from kubetrain.api.raynode import HEAD_MEMORY_MINIMUM
 from kubetrain.api.v1alpha1 import ObjectMeta, Toleration, TrainingJobSpec
 from kubetrain.errors import SpecError
 
@@ -62,6 +64,19 @@ def parse_spec(raw: Any) -> TrainingJobSpec:
         first = errors_of(exc)[0]
         field = f"spec.{first.path}" if first.path else "spec"
         raise SpecError(first.message, field=field) from None
+
+
+def check_head_size(spec: TrainingJobSpec) -> None:
+    """A head below ``HEAD_MEMORY_MINIMUM`` would be stopped by its own memory monitor (or
+    the kernel) before training starts, and the job would retry into the same wall."""
+    field = "spec.cluster.head.resources.memory"
+    memory = spec.cluster.head.resources.memory
+    if parse_quantity(memory, field) < parse_quantity(HEAD_MEMORY_MINIMUM):
+        raise SpecError(
+            f"{memory} is too small for a Ray head: it holds Ray's own processes, the driver, "
+            f"the data stage and Ray Train's controller; give it at least {HEAD_MEMORY_MINIMUM}",
+            field=field,
+        )
 
 
 def resolve_placement(spec: TrainingJobSpec, config: OperatorConfig) -> Placement:

@@ -135,6 +135,7 @@ STAGES = (
     ("starting_ray", None, "ray_ready"),
     ("preparing_data", "ray_ready", "data_ready"),
     ("starting_training", "training_started", "first_step"),
+    ("starting_train_workers", "training_started", "loop_started"),
     ("training", "first_step", "training_finished"),
     ("writing_outputs", "training_finished", "finished"),
 )
@@ -291,11 +292,20 @@ def _run(
     clock.mark("training_finished")
     if outcome.first_step_unix is not None:
         clock.mark("first_step", outcome.first_step_unix)
+    if outcome.loop_started_unix is not None:
+        clock.mark("loop_started", outcome.loop_started_unix)
     reporter.stage("finishing", store.uri)
     from kubetrain_runtime.outputs import write_outputs
 
     artifacts, history = write_outputs(
-        store, job, plan, prepared, outcome, resumed_from=resume.epoch, timeline=clock.timeline
+        store,
+        job,
+        plan,
+        prepared,
+        outcome,
+        resumed_from=resume.epoch,
+        timeline=clock.timeline,
+        timeline_origin=clock.origin,
     )
     clock.mark("finished")
     final = final_metrics(history, clock.timeline)

@@ -202,6 +202,7 @@ def write_outputs(
     *,
     resumed_from: int,
     timeline: dict[str, float] | None = None,
+    timeline_origin: float | None = None,
 ) -> tuple[Artifacts, list[dict[str, float]]]:
     """Write everything; return the artifacts and the full history (resumed epochs too)."""
     artifacts = Artifacts(outputUri=store.uri)
@@ -237,6 +238,8 @@ def write_outputs(
         "epochs": plan.epochs,
         "resumedFromEpoch": resumed_from or None,
         "timelineSeconds": timeline or {},
+        # When the timeline's zero was (Unix seconds), to line it up with other clocks.
+        **({"timelineOriginUnix": round(timeline_origin, 3)} if timeline_origin else {}),
         "stoppedEarly": bool(state.stopped_early) if state else False,
         **_summaries(history, plan.task),
         **({"sampleQuality": quality} if quality else {}),

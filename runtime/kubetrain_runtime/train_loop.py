@@ -1,8 +1,8 @@
 """The per-worker training loop, run by every Ray Train worker.
 
-Each worker reads its shard (``get_dataset_shard``), trains a replica (DDP when there is
-more than one worker), and all-reduces sums of loss, correct predictions and counts, so
-that the metrics it reports are those of the whole data, not of rank 0's shard. Every
+Each worker reads its shard (split on the driver, see ``SHARDS_KEY``), trains a replica
+(DDP when there is more than one worker), and all-reduces sums of loss, correct predictions
+and counts, so that the metrics it reports are those of the whole data, not of rank 0's shard. Every
 epoch is reported (``ray.train.report`` is a barrier); every ``checkpoint_every`` epochs,
 and at the end, rank 0 attaches a checkpoint that holds enough to resume at the next epoch.
 
@@ -54,6 +54,9 @@ _LOSS, _COUNT, _CORRECT, _SQUARED, _ABSOLUTE, _RECON, _KL = range(7)
 OUTPUT_KEY = "output"  # the output store's URI (checkpoints under checkpoints/<run>/)
 RESUME_KEY = "resume_from"  # the checkpoint the driver chose to resume (its folder name)
 IN_PROCESS_KEY = "events"  # local mode: the driver's events file
+#: The built-in loop's data: {"train": [shard per rank], "validation": [...]}, split on the
+#: driver. Without it (a custom loop) the shards come from ``ray.train.get_dataset_shard``.
+SHARDS_KEY = "shards"
 #: Checkpoints live under ``<output>/checkpoints/<run>/``, one folder per saved epoch.
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "checkpoint_epoch_"
@@ -471,11 +474,16 @@ class WorkerRun:
     """One worker's run: the replica, its optimizer, its shards and the loop state, restored
     from the latest checkpoint when there is one (a restart continues at the next epoch)."""
 
-    def __init__(self, plan: TrainPlan, reports: RayTrainReports) -> None:
+    def __init__(
+        self, plan: TrainPlan, reports: RayTrainReports, shards: dict[str, list[Any]] | None = None
+    ) -> None:
         import ray.train
         import ray.train.torch
 
         self.plan, self.reports = plan, reports
+        #: When Ray Train handed this worker the loop (its process, imports and process
+        #: group are up): the start's split between Ray Train and the loop's own setup.
+        self.loop_started = time.time()
         torch.set_num_threads(plan.threads)
         self.rank = ray.train.get_context().get_world_rank()
         torch.manual_seed(plan.seed)  # the same initial weights on every rank
@@ -498,11 +506,11 @@ class WorkerRun:
         transform = transforms.build(plan.input_transform, self.device)
         self.objective = Objective(plan, transform)
         self.train = ShardBatches(
-            ray.train.get_dataset_shard("train"), plan, self.device, shuffle=True,
+            _shard(shards, "train", self.rank), plan, self.device, shuffle=True,
             transform=transform, rank=self.rank,
         )  # fmt: skip
         self.val = ShardBatches(
-            ray.train.get_dataset_shard("validation"), plan, self.device, shuffle=False,
+            _shard(shards, "validation", self.rank), plan, self.device, shuffle=False,
             transform=transform, rank=self.rank,
         )  # fmt: skip
         self.autocast, self.scaler = _autocast(plan, self.device)
@@ -566,6 +574,7 @@ class WorkerRun:
             update_early_stopping(state, plan.early_stopping, metrics)
             if epoch == start and self.first_step is not None:
                 metrics["first_step_unix"] = self.first_step
+                metrics["loop_started_unix"] = self.loop_started
             final = epoch == plan.epochs or state.stopped_early
             if final:
                 metrics["stopped_early"] = float(state.stopped_early)
@@ -591,7 +600,16 @@ class WorkerRun:
             self.reports.report(metrics, Path(folder), name)
 
 
+def _shard(shards: dict[str, list[Any]] | None, name: str, rank: int) -> Any:
+    """This rank's part of a dataset: split by the driver, else by Ray Train."""
+    if shards is None:
+        import ray.train
+
+        return ray.train.get_dataset_shard(name)
+    return shards[name][rank]
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The built-in loop (see the module docstring for the ``config`` it receives)."""
     plan = TrainPlan.from_dict(config["plan"])
-    WorkerRun(plan, reports_for(config, plan)).run()
+    WorkerRun(plan, reports_for(config, plan), config.get(SHARDS_KEY)).run()

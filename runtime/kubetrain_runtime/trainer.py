@@ -18,6 +18,7 @@ import importlib
 import json
 import os
 import posixpath
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -39,13 +40,14 @@ from kubetrain_runtime.train_loop import (
     IN_PROCESS_KEY,
     OUTPUT_KEY,
     RESUME_KEY,
+    SHARDS_KEY,
     STATE_FILE,
     append_event,
     train_loop_per_worker,
 )
 
 #: Values in worker metrics that are bookkeeping, not metrics.
-INTERNAL_METRICS = frozenset({"first_step_unix", "stopped_early"})
+INTERNAL_METRICS = frozenset({"first_step_unix", "loop_started_unix", "stopped_early"})
 
 
 class TrainingFailed(Exception):
@@ -116,6 +118,7 @@ class TrainOutcome:
     checkpoint: ray.train.Checkpoint | None
     history: list[dict[str, float]] = field(default_factory=list)
     first_step_unix: float | None = None
+    loop_started_unix: float | None = None
     last_checkpoint_uri: str | None = None
     last_checkpoint_epoch: int | None = None
 
@@ -159,6 +162,7 @@ class EpochPump(threading.Thread):
         raw = item["metrics"]
         if "first_step_unix" in raw and self.outcome.first_step_unix is None:
             self.outcome.first_step_unix = float(raw["first_step_unix"])
+            self.outcome.loop_started_unix = raw.get("loop_started_unix")
         metrics = {
             k: float(v)
             for k, v in raw.items()
@@ -194,15 +198,63 @@ def _user_error(exc: BaseException) -> UserError | None:
     return next((e for e in _causes(exc) if isinstance(e, UserError)), None)
 
 
-def _out_of_memory(exc: BaseException) -> bool:
-    """Whether Ray stopped a worker for memory. Its memory monitor's kill arrives as an
-    ``OutOfMemoryError`` or, through a health check, only as text naming the OOM."""
+@dataclass(frozen=True)
+class MemoryKill:
+    """Ray's memory monitor stopped a process: on which node, and how full it was."""
+
+    node_ip: str | None
+    usage: str | None  # "1.92GB / 2.00GB"
+
+
+#: Ray's memory monitor names the node and its usage: "Memory on the node (IP: 10.0.0.5,
+#: ID: ...) where the task ... was running was 1.92GB / 2.00GB (0.96), which exceeds ...".
+_OOM_NODE = re.compile(r"\(IP: ([0-9A-Fa-f.:]+)")
+_OOM_USAGE = re.compile(r"was (\d+(?:\.\d+)?\s*[KMGT]i?B) / (\d+(?:\.\d+)?\s*[KMGT]i?B)")
+
+
+def memory_kill(exc: BaseException) -> MemoryKill | None:
+    """Whether Ray stopped a process for memory, and where. Its memory monitor's kill
+    arrives as an ``OutOfMemoryError`` or, through a health check, only as text."""
     import ray.exceptions
 
-    return any(
-        isinstance(e, ray.exceptions.OutOfMemoryError) or "out of memory" in str(e).lower()
-        for e in _causes(exc)
+    for cause in _causes(exc):
+        text = str(cause)
+        said = any(words in text.lower() for words in ("out of memory", "running low on memory"))
+        if isinstance(cause, ray.exceptions.OutOfMemoryError) or said:
+            node, usage = _OOM_NODE.search(text), _OOM_USAGE.search(text)
+            return MemoryKill(node and node[1], usage and f"{usage[1]} / {usage[2]}")
+    return None
+
+
+def out_of_memory_message(kill: MemoryKill, head_ip: str | None, pods: dict[str, str]) -> str:
+    """Blame the pod that ran out, with the field to raise. ``head_ip`` is the driver's
+    node in a cluster (None locally, where one machine is head and worker); ``pods`` maps
+    node IPs to pod names (a Ray pod's hostname is its name)."""
+    usage = f" ({kill.usage})" if kill.usage else ""
+    pod = pods.get(kill.node_ip or "")
+    if head_ip is not None and kill.node_ip == head_ip:
+        name = f" {pod}" if pod else ""
+        return (
+            f"the Ray head pod{name} ran out of memory{usage}: Ray's memory monitor stopped "
+            "a process on it (the head holds the driver, the data stage and Ray Train's "
+            "controller); raise spec.cluster.head.resources.memory"
+        )
+    where = f" on pod {pod}" if pod else ""
+    return (
+        f"a training worker{where} ran out of memory{usage}: Ray's memory monitor stopped "
+        "it near its pod's limit; raise spec.training.resourcesPerWorker.memory, or lower "
+        "batchSize or the model's size"
     )
+
+
+def _ray_nodes() -> tuple[str | None, dict[str, str]]:
+    """The driver's node IP when Ray has several nodes (a cluster), and every node's pod."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    pods = {n["NodeManagerAddress"]: n.get("NodeManagerHostname", "") for n in nodes}
+    head = ray.util.get_node_ip_address() if len(nodes) > 1 else None
+    return head, pods
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -249,14 +301,23 @@ def _training_failure(exc: BaseException) -> UserError | TrainingFailed:
     user = _user_error(exc)
     if user is not None:
         return user
-    if _out_of_memory(exc):
-        return TrainingFailed(
-            "a training worker ran out of memory: Ray's memory monitor stopped it near "
-            "its pod's limit; raise spec.training.resourcesPerWorker.memory, or lower "
-            "batchSize or the model's size",
-            out_of_memory=True,
-        )
+    kill = memory_kill(exc)
+    if kill is not None:
+        return TrainingFailed(out_of_memory_message(kill, *_ray_nodes()), out_of_memory=True)
     return TrainingFailed(_first_line(exc))
+
+
+def split_for_workers(prepared: PreparedData, workers: int) -> dict[str, list[Any]]:
+    """Each worker's shard of both (materialized) splits, equal in rows so that every rank
+    runs as many steps (DDP waits for all). Split here instead of by Ray Train: its
+    streaming split starts a dataset manager and a coordinator per dataset on the head, new
+    processes that cost seconds before the first step (BENCHMARKS.md, cluster start)."""
+    if workers <= 1:
+        return {"train": [prepared.train], "validation": [prepared.validation]}
+    return {
+        "train": prepared.train.split(workers, equal=True),
+        "validation": prepared.validation.split(workers, equal=True),
+    }
 
 
 def run_training(
@@ -275,9 +336,14 @@ def run_training(
     storage_path, filesystem = store.ray_storage(CHECKPOINTS)
     handle, events = tempfile.mkstemp(prefix="kubetrain-events-", suffix=".jsonl")
     os.close(handle)
+    config = loop_config(plan, store, resume, events, in_process=sizing.in_process)
+    datasets: dict[str, Any] | None = {"train": prepared.train, "validation": prepared.validation}
+    if train_function is train_loop_per_worker:
+        config[SHARDS_KEY] = split_for_workers(prepared, 1 if sizing.in_process else sizing.workers)
+        datasets = None
     trainer = TorchTrainer(
         train_function,
-        train_loop_config=loop_config(plan, store, resume, events, in_process=sizing.in_process),
+        train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=0 if sizing.in_process else sizing.workers,
             use_gpu=sizing.use_gpu,
@@ -292,7 +358,7 @@ def run_training(
             callbacks=[EventForwarder(events)],
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
-        datasets={"train": prepared.train, "validation": prepared.validation},
+        datasets=datasets,
     )
     outcome = TrainOutcome(checkpoint=None)
     pump = EpochPump(events, reporter, plan, store, outcome)

@@ -235,7 +235,8 @@ def test_success_keeps_final_metrics_and_cleans_up(job, make_spec):
     assert s.metrics == {"val_accuracy": 0.97, "loss": 0.1}
     assert s.keyMetric == "val_accuracy=0.97" and s.artifacts.modelUri == "/o/m.pt"
     assert s.progress.percent == 100
-    assert actions_of(plan, DeletePods) == [DeletePods((job.worker_pod(0),))]
+    # A finished job's pods go within a second: nothing on them is left to save.
+    assert actions_of(plan, DeletePods) == [DeletePods((job.worker_pod(0),), grace=1)]
     assert actions_of(plan, DeleteService) == []
     assert cond(s, "Succeeded").status == "True"
     assert plan.events[-1].type == "Normal"
@@ -316,6 +317,9 @@ def test_a_lost_head_with_no_retries_left_fails_naming_the_head(job, make_spec):
     plan = decide(observe(job, spec, running(job), pods, RayJobState("UNREACHABLE")))
     assert (plan.status.phase, plan.status.reason) == ("Failed", "OOMKilled")
     assert f"Ray head pod {job.head_pod} failed" in plan.status.message
+    memory = spec.cluster.head.resources.memory
+    assert f"raise spec.cluster.head.resources.memory (now {memory})" in plan.status.message
+    assert plan.status.attemptHistory[-1].message in plan.status.message
 
 
 def test_a_pod_that_exits_before_submission_is_a_counted_attempt(job, make_spec):
@@ -327,6 +331,9 @@ def test_a_pod_that_exits_before_submission_is_a_counted_attempt(job, make_spec)
     st = first.status
     assert (st.phase, st.reason, st.attempts, st.failedAttempts) == ("Retrying", "OOMKilled", 1, 1)
     assert DeletePods((job.worker_pod(0),)) in first.actions
+    assert f"Ray worker pod {job.worker_pod(0)} failed" in st.message
+    assert "raise spec.training.resourcesPerWorker.memory (now " in st.message
+    assert "head" not in st.message
     # The next look may still see the same failed pod (not yet deleted): not counted twice.
     again = decide(observe(job, spec, st.model_dump(), pods, now=NOW + timedelta(seconds=1)))
     assert again.status.failedAttempts == 1
@@ -651,8 +658,21 @@ def test_next_look_in(make_config, phase, deadline_in, expected):
     ctx = Context(make_config())
     deadline = None if deadline_in is None else NOW + timedelta(seconds=deadline_in)
     ctx.looks["u"] = LastLook(Sight("41", ()), deadline)
-    assert ctx.next_look_in("u", phase, 5.0, NOW) == expected
-    assert ctx.next_look_in("never-looked", phase, 5.0, NOW) == 5.0, "unrecorded: once more"
+    assert ctx.next_look_in("u", {"phase": phase}, 5.0, NOW) == expected
+    assert ctx.next_look_in("never-looked", {"phase": phase}, 5.0, NOW) == 5.0, "unrecorded"
+
+
+def test_a_job_whose_runtime_finished_is_looked_at_often(make_config):
+    """The runtime's final report comes a second or two before Ray says the job ended:
+    the outcome is read then, not a follow interval later. An epoch's report is not it."""
+    from kubetrain_operator.reconcile import FINISHING_LOOK_SECONDS, Context
+
+    ctx = Context(make_config())
+    final = {"phase": "Running", "progress": {"stage": "finishing"},
+             "metrics": {"wall_seconds": 12.0, "val_loss": 0.1}}  # fmt: skip
+    assert ctx.next_look_in("u", final, 5.0, NOW) == FINISHING_LOOK_SECONDS
+    epoch = {"phase": "Running", "progress": {"stage": "training"}, "metrics": {"val_loss": 1}}
+    assert ctx.next_look_in("u", epoch, 5.0, NOW) == 5.0
 
 
 # ------------------------------------------------------- spec.cluster edits

@@ -57,3 +57,29 @@ def test_stored_spec_that_pydantic_rejects_is_a_spec_error():
     with pytest.raises(SpecError) as err:
         parse_spec({"data": {"source": {}}, "model": {"type": "mlp"}})
     assert err.value.field is not None and err.value.field.startswith("spec.data.source")
+
+
+@pytest.mark.parametrize("memory", ["1Gi", "1536Mi", "2147483647"])
+def test_a_head_below_the_minimum_is_refused_naming_the_field_and_the_minimum(make_spec, memory):
+    """A 1 GiB head is stopped by its own memory monitor before the first step, and every
+    retry meets the same wall: it is refused before any pod exists."""
+    from kubetrain.api.raynode import HEAD_MEMORY_MINIMUM
+    from kubetrain_operator.validation import check_head_size
+
+    with pytest.raises(SpecError) as err:
+        check_head_size(make_spec(cluster__head={"resources": {"memory": memory}}))
+    assert err.value.field == "spec.cluster.head.resources.memory"
+    assert f"at least {HEAD_MEMORY_MINIMUM}" in str(err.value) and memory in str(err.value)
+
+
+@pytest.mark.parametrize("memory", ["2Gi", "2048Mi", "4Gi", "64Gi"])
+def test_a_head_at_or_above_the_minimum_is_accepted(make_spec, memory):
+    from kubetrain_operator.validation import check_head_size
+
+    check_head_size(make_spec(cluster__head={"resources": {"memory": memory}}))
+
+
+def test_the_default_head_is_accepted(make_spec):
+    from kubetrain_operator.validation import check_head_size
+
+    check_head_size(make_spec())
