@@ -28,6 +28,7 @@ import importlib.util
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -112,7 +113,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_leftover(pid_file: Path) -> None:
+    """A KubeRay operator left by an earlier run that was killed: two operators reconcile
+    the same RayJob at once, each creating and deleting the other's pods."""
+    try:
+        pid = int(pid_file.read_text())
+        if "ray-operator" in Path(f"/proc/{pid}/cmdline").read_text():
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
 def start_kuberay(exe: Path, kubeconfig: Path, log: Path) -> subprocess.Popen[bytes]:
+    pid_file = log.with_suffix(".pid")
+    stop_leftover(pid_file)
     args = [
         str(exe), f"-kubeconfig={kubeconfig}", "-enable-leader-election=false",
         # Outside the cluster: the dashboard through the API server's service proxy (the
@@ -122,7 +136,9 @@ def start_kuberay(exe: Path, kubeconfig: Path, log: Path) -> subprocess.Popen[by
         f"-health-probe-bind-address=127.0.0.1:{free_port()}",
     ]  # fmt: skip
     handle = log.open("wb")
-    return subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT)
+    operator = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT)
+    pid_file.write_text(str(operator.pid))
+    return operator
 
 
 # ------------------------------------------------------------------ the cluster
@@ -659,6 +675,8 @@ def main() -> int:
         bench.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
     operator = start_kuberay(exe, bench.handle.kubeconfig, bench.handle.info.state_dir /
                              "logs" / "kuberay.log")  # fmt: skip
+    # A SIGTERM ends the run through ``finally``, which stops KubeRay's operator.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     runs: list[Run] = []
     stop = threading.Event()
     pod_watcher(bench, runs, stop)
@@ -683,6 +701,7 @@ def main() -> int:
     finally:
         stop.set()
         operator.terminate()
+        operator.wait(timeout=30)
     print(table(runs))
     args.json.write_text(json.dumps({"runs": [run_record(r) for r in runs], "floor": floor,
                                      "footprints": sizes,

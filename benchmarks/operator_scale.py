@@ -84,7 +84,7 @@ def job_manifest(name: str, workers: int) -> dict[str, Any]:
             "training": {"epochs": 1, "workers": workers, "resourcesPerWorker": {"cpu": "100m"}},
             "cluster": {
                 "nodePool": POOL,
-                "head": {"resources": {"cpu": "100m", "memory": "2Gi"}},
+                "head": {"resources": {"cpu": "100m", "memory": "3Gi"}},
             },
         },
     }

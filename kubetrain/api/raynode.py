@@ -35,11 +35,13 @@ WORKER_SLOT = "kubetrain_worker"
 MIN_STARTUP_CONCURRENCY = 4
 STARTUP_CONCURRENCY_ENV = "RAY_worker_maximum_startup_concurrency"
 #: The smallest head the operator accepts (``spec.cluster.head.resources.memory``). Before
-#: any data, a head holds Ray's daemons (GCS, raylet, dashboard and its agents), the job's
-#: supervisor and driver, Ray Train's controller and Ray Data's coordinators: about 1.3 GiB
-#: whatever the worker count (BENCHMARKS.md, head footprint), and Ray's memory monitor
-#: stops processes at 95% of the limit. The data stage comes on top of it.
-HEAD_MEMORY_MINIMUM = "2Gi"
+#: any data, a head holds Ray's own processes (GCS, raylet, the dashboard and its nine
+#: module processes, agents, the client server), the job's supervisor and driver, Ray
+#: Train's controller (which imports torch) and Ray Data's actors: 2.2-2.3 GiB measured
+#: with 1, 2 and 4 workers alike (BENCHMARKS.md, head and worker footprints). Ray's memory
+#: monitor stops processes at 95% of the limit, so 3Gi leaves about 0.5 GiB for the data
+#: stage; the default (4Gi) about 1.5 GiB.
+HEAD_MEMORY_MINIMUM = "3Gi"
 #: The main process of every Ray pod, around ``ray start --block``: it ends the node when
 #: the kernel OOM-kills one of its processes, so the pod fails as ``OOMKilled``.
 NODE_GUARD = "python -m kubetrain_runtime.node_guard"

@@ -73,7 +73,7 @@ def job_body(name: str, **spec: Any) -> dict[str, Any]:
         "data": {"source": {"builtin": {"name": "iris"}}, "label": "target"},
         "model": {"type": "mlp"},
         "training": {"epochs": 1, "workers": 1, "resourcesPerWorker": {"cpu": "1"}},
-        "cluster": {"nodePool": "cpu", "head": {"resources": {"cpu": "1", "memory": "2Gi"}}},
+        "cluster": {"nodePool": "cpu", "head": {"resources": {"cpu": "1", "memory": "3Gi"}}},
     }
     for key, value in spec.items():
         base[key] = {**base.get(key, {}), **value}

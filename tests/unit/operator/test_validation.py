@@ -59,10 +59,11 @@ def test_stored_spec_that_pydantic_rejects_is_a_spec_error():
     assert err.value.field is not None and err.value.field.startswith("spec.data.source")
 
 
-@pytest.mark.parametrize("memory", ["1Gi", "1536Mi", "2147483647"])
+@pytest.mark.parametrize("memory", ["1Gi", "2Gi", "3071Mi", "3221225471"])
 def test_a_head_below_the_minimum_is_refused_naming_the_field_and_the_minimum(make_spec, memory):
-    """A 1 GiB head is stopped by its own memory monitor before the first step, and every
-    retry meets the same wall: it is refused before any pod exists."""
+    """A 2 GiB head (the case a user met, with 3 workers) is stopped by its own memory
+    monitor before the first step, and every retry meets the same wall: it is refused
+    before any pod exists."""
     from kubetrain.api.raynode import HEAD_MEMORY_MINIMUM
     from kubetrain_operator.validation import check_head_size
 
@@ -72,7 +73,7 @@ def test_a_head_below_the_minimum_is_refused_naming_the_field_and_the_minimum(ma
     assert f"at least {HEAD_MEMORY_MINIMUM}" in str(err.value) and memory in str(err.value)
 
 
-@pytest.mark.parametrize("memory", ["2Gi", "2048Mi", "4Gi", "64Gi"])
+@pytest.mark.parametrize("memory", ["3Gi", "3072Mi", "4Gi", "64Gi"])
 def test_a_head_at_or_above_the_minimum_is_accepted(make_spec, memory):
     from kubetrain_operator.validation import check_head_size
 
