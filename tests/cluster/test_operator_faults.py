@@ -55,6 +55,7 @@ from operator_fixtures import (
     wait_for,
 )
 
+from kubetrain.api.raynode import HEAD_MEMORY_MINIMUM
 from kubetrain_operator.naming import JobRef
 
 pytestmark = pytest.mark.cluster
@@ -552,14 +553,18 @@ def flow_schema_of(kubeconfig: Path, namespace: str) -> str | None:
 
 
 def small_job(index: int) -> dict[str, Any]:
-    """A job that fits 200 times on the kwok nodes: 50m pods, spread over the three pools
-    (110 pods a node, 2 nodes a pool)."""
+    """A job that fits 200 times on the kwok nodes: 50m pods and the smallest head the
+    operator accepts, spread over the two GPU pools (512Gi and 110 pods a node, 2 nodes a
+    pool: 50 jobs a node; the cpu pool's 32Gi nodes would hold 10 such heads)."""
     tiny = {"cpu": "50m", "memory": "64Mi"}
-    pool = ("cpu", "a100", "h100")[index % 3]
+    pool = ("a100", "h100")[index % 2]
     return job_body(
         f"burst-{index}",
         training={"resourcesPerWorker": tiny},
-        cluster={"nodePool": pool, "head": {"resources": tiny}},
+        cluster={
+            "nodePool": pool,
+            "head": {"resources": {"cpu": "50m", "memory": HEAD_MEMORY_MINIMUM}},
+        },
     )
 
 

@@ -387,3 +387,26 @@ def test_a_volcano_pool_makes_one_pod_group_per_job(job, make_spec, make_config,
         builders.build_children(job, plain, resolve_placement(plain, config), config).pod_group
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("worker_cpu", "head_cpu", "expected"), [("1", "1", (4, 4)), ("8", "500m", (8, 4))]
+)
+def test_ray_may_start_several_processes_at_once_on_every_pod(
+    job, make_spec, make_config, worker_cpu, head_cpu, expected
+):
+    """Ray's default (the node's CPUs) started the head's actors one at a time: at least 4,
+    more on a pod with more CPUs."""
+    from kubetrain.api.raynode import STARTUP_CONCURRENCY_ENV
+
+    spec = make_spec(training__resourcesPerWorker={"cpu": worker_cpu},
+                     cluster__head={"resources": {"cpu": head_cpu}})  # fmt: skip
+    kids = children(job, spec, make_config())
+
+    def concurrency(pod: dict) -> int:
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        return int(env[STARTUP_CONCURRENCY_ENV])
+
+    assert (concurrency(kids.workers[0]), concurrency(kids.head)) == expected
+    for pod in kids.pods:  # a pod's readiness is seen within a second
+        assert pod["spec"]["containers"][0]["readinessProbe"]["periodSeconds"] == 1
