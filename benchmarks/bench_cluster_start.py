@@ -46,10 +46,11 @@ REPO = Path(__file__).resolve().parents[1]
 for extra in ("tests", "tests/e2e", "operator", "runtime", "."):
     sys.path.insert(0, str(REPO / extra))
 
-from kube_session import ClusterHandle, localcluster  # noqa: E402
+from kube_session import ClusterHandle, localcluster, wait_until  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402
 from kubernetes import watch  # noqa: E402
+from object_store import objectstore  # noqa: E402
 
 CACHE = Path(os.environ.get("KUBETRAIN_CACHE", Path.home() / ".cache" / "kubetrain"))
 KUBERAY_VERSION = "v1.5.0"
@@ -105,14 +106,6 @@ def kuberay_crds(version: str) -> list[Path]:
     return [root / f"ray.io_{kind}.yaml" for kind in ("rayclusters", "rayjobs", "rayservices")]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def stop_leftover(pid_file: Path) -> None:
     """A KubeRay operator left by an earlier run that was killed: two operators reconcile
     the same RayJob at once, each creating and deleting the other's pods."""
@@ -132,8 +125,8 @@ def start_kuberay(exe: Path, kubeconfig: Path, log: Path) -> subprocess.Popen[by
         # Outside the cluster: the dashboard through the API server's service proxy (the
         # way kubetrain's operator reaches it when it runs outside, too).
         "-use-kubernetes-proxy",
-        f"-metrics-addr=127.0.0.1:{free_port()}",
-        f"-health-probe-bind-address=127.0.0.1:{free_port()}",
+        f"-metrics-addr=127.0.0.1:{objectstore.free_port()}",
+        f"-health-probe-bind-address=127.0.0.1:{objectstore.free_port()}",
     ]  # fmt: skip
     handle = log.open("wb")
     operator = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT)
@@ -338,14 +331,6 @@ def runtime_clock(bench: Bench, run: Run, output: str) -> None:
                                          - timeline.get("first_step", 0), 2)  # fmt: skip
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 # ------------------------------------------------------------------ the two systems
 
 
@@ -376,7 +361,7 @@ def run_kubetrain(
 
     job = follow_custom(bench, run, ("kubetrain.io", "v1alpha1", "trainingjobs"), done)
     runtime_clock(bench, run, job["status"]["artifacts"]["outputUri"])
-    wait_for(lambda: "pods_gone" in run.seen, 120, f"{name}'s pods to go")
+    wait_until(lambda: "pods_gone" in run.seen, timeout=120, what=f"{name}'s pods to go")
     run.cpu_seconds = round(process_cpu(pid) - cpu0, 2)
     bench.kubectl("delete", "trainingjob", name, "-n", NAMESPACE, "--wait=false")
     return run
@@ -523,8 +508,8 @@ def run_kuberay(bench: Bench, name: str, runs: list[Run], operator: subprocess.P
     body = follow_custom(bench, run, ("ray.io", "v1", "rayjobs"), rayjob_done)
     cluster = body["status"].get("rayClusterName")
     runtime_clock(bench, run, f"/output/{NAMESPACE}/{name}")
-    wait_for(lambda: "pods_gone" in run.seen or not pods_left(bench, cluster), 180,
-             f"{name}'s pods to go")  # fmt: skip
+    wait_until(lambda: "pods_gone" in run.seen or not pods_left(bench, cluster), timeout=180,
+               what=f"{name}'s pods to go")  # fmt: skip
     run.mark("pods_gone")
     run.cpu_seconds = round(process_cpu(operator.pid) - cpu0, 2)
     bench.kubectl("delete", "rayjob", name, "-n", NAMESPACE, "--wait=false")
@@ -577,8 +562,8 @@ def measure_floor(bench: Bench) -> dict[str, float]:
     applied = time.time()
     bench.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
     started = wait_running(bench, "bench-floor") - applied
-    wait_for(lambda: bench.core.read_namespaced_pod("bench-floor", NAMESPACE).status.phase
-             in ("Succeeded", "Failed"), 300, "the floor pod")  # fmt: skip
+    wait_until(lambda: bench.core.read_namespaced_pod("bench-floor", NAMESPACE).status.phase
+               in ("Succeeded", "Failed"), timeout=300, what="the floor pod")  # fmt: skip
     log = bench.core.read_namespaced_pod_log("bench-floor", NAMESPACE)
     line = next(x for x in log.splitlines() if x.startswith("FLOOR "))
     floor = {"pod_start": round(started, 2)}

@@ -60,6 +60,10 @@ ENV_JOB_NAMESPACE = "KUBETRAIN_JOB_NAMESPACE"
 #: Root of the default output location (``<root>/<job name>``), for the runtime only.
 ENV_OUTPUT_ROOT = "KUBETRAIN_OUTPUT_ROOT"
 
+#: The metric only the runtime's final report carries (the run's wall time): the operator
+#: knows by it that the driver is about to exit.
+FINAL_METRIC = "wall_seconds"
+
 # ------------------------------------------------------------------ outputs
 
 #: Where the operator mounts a job's shared volume in every Ray pod.

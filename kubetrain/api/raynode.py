@@ -28,6 +28,9 @@ MIN_OBJECT_STORE = 75 * 2**20
 #: asks for one, so it lands on a worker pod of its own, never on the head (whose CPUs are
 #: for the driver and Ray Data).
 WORKER_SLOT = "kubetrain_worker"
+#: The spec fields that size a worker pod and the head pod (errors and advice name them).
+WORKER_RESOURCES_FIELD = "spec.training.resourcesPerWorker"
+HEAD_RESOURCES_FIELD = "spec.cluster.head.resources"
 #: Ray starts at most this many worker processes at once on a node (its default is the
 #: node's CPU count). A job's first seconds start several on the head at once (the job's
 #: supervisor, Ray Train's controller, Ray Data's coordinators and tasks): one at a time on
@@ -118,12 +121,10 @@ def worker_node(resources: WorkerResources) -> RayNodeResources:
         resources.memory,
         resources.gpu,
         worker=True,
-        field="spec.training.resourcesPerWorker",
+        field=WORKER_RESOURCES_FIELD,
     )
 
 
 def head_node(resources: PodResources) -> RayNodeResources:
     """The head pod: the driver, Ray Data and Ray Train's controller, no training worker."""
-    return node_resources(
-        resources.cpu, resources.memory, worker=False, field="spec.cluster.head.resources"
-    )
+    return node_resources(resources.cpu, resources.memory, worker=False, field=HEAD_RESOURCES_FIELD)

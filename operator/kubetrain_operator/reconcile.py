@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
-from kubetrain.api.contract import OPERATOR_STATUS_FIELDS
+from kubetrain.api.contract import FINAL_METRIC, OPERATOR_STATUS_FIELDS
 from kubetrain.api.v1alpha1 import TERMINAL_PHASES, TrainingJobSpec, TrainingJobStatus
 from kubetrain.errors import SpecError
 
@@ -89,7 +89,7 @@ FINISHING_LOOK_SECONDS = 0.5
 def runtime_finished(status: Mapping[str, Any]) -> bool:
     """The runtime wrote its final report (its outputs are written; the driver exits)."""
     final = (status.get("progress") or {}).get("stage") == "finishing"
-    return final and "wall_seconds" in (status.get("metrics") or {})
+    return final and FINAL_METRIC in (status.get("metrics") or {})
 
 
 @dataclass

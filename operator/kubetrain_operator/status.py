@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from kubetrain.api.contract import OPERATOR_STATUS_FIELDS, RUNTIME_STATUS_FIELDS
 from kubetrain.api.crd import DEFAULT_MAX_LENGTH
+from kubetrain.api.raynode import HEAD_RESOURCES_FIELD, WORKER_RESOURCES_FIELD
 from kubetrain.api.v1alpha1 import (
     MAX_ATTEMPT_RECORDS,
     TERMINAL_PHASES,
@@ -485,13 +486,10 @@ def _describe_loss(obs: Observed, lost: Iterable[str]) -> Loss:
 def memory_advice(spec: TrainingJobSpec, role: str) -> str:
     """The field to raise for a pod of this role that ran out of memory, with its value."""
     if role == "head":
-        field, now = "spec.cluster.head.resources.memory", spec.cluster.head.resources.memory
+        field, now = HEAD_RESOURCES_FIELD, spec.cluster.head.resources.memory
     else:
-        field, now = (
-            "spec.training.resourcesPerWorker.memory",
-            spec.training.resourcesPerWorker.memory,
-        )
-    return f"raise {field} (now {now})"
+        field, now = WORKER_RESOURCES_FIELD, spec.training.resourcesPerWorker.memory
+    return f"raise {field}.memory (now {now})"
 
 
 def _failed_since_last_attempt(

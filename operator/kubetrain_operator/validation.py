@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from kubetrain.api.manifests import errors_of
 from kubetrain.api.quantity import parse_quantity
-from kubetrain.api.raynode import HEAD_MEMORY_MINIMUM
+from kubetrain.api.raynode import HEAD_MEMORY_MINIMUM, HEAD_RESOURCES_FIELD
 from kubetrain.api.v1alpha1 import ObjectMeta, Toleration, TrainingJobSpec
 from kubetrain.errors import SpecError
 
@@ -69,7 +69,7 @@ def parse_spec(raw: Any) -> TrainingJobSpec:
 def check_head_size(spec: TrainingJobSpec) -> None:
     """A head below ``HEAD_MEMORY_MINIMUM`` would be stopped by its own memory monitor (or
     the kernel) before training starts, and the job would retry into the same wall."""
-    field = "spec.cluster.head.resources.memory"
+    field = f"{HEAD_RESOURCES_FIELD}.memory"
     memory = spec.cluster.head.resources.memory
     if parse_quantity(memory, field) < parse_quantity(HEAD_MEMORY_MINIMUM):
         raise SpecError(

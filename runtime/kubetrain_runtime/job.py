@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubetrain.api.contract import FINAL_METRIC
 from kubetrain.api.shapes import input_shape
 from kubetrain.api.v1alpha1 import (
     Artifacts,
@@ -226,7 +227,7 @@ def final_metrics(history: list[dict[str, float]], timeline: dict[str, float]) -
     to the first step."""
     final = dict(history[-1]) if history else {}
     final |= stage_seconds(timeline)
-    final["wall_seconds"] = timeline["finished"]
+    final[FINAL_METRIC] = timeline["finished"]
     if "first_step" in timeline:
         final["time_to_first_step_seconds"] = timeline["first_step"]
     return final

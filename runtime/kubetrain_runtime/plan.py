@@ -14,14 +14,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kubetrain.api.quantity import parse_quantity
-from kubetrain.api.raynode import WORKER_SLOT, worker_node
+from kubetrain.api.raynode import WORKER_RESOURCES_FIELD, WORKER_SLOT, worker_node
 from kubetrain.api.v1alpha1 import TASK_METRICS, TrainingJobSpec, TrainingSpec
 
 #: CPUs a local run leaves free for the driver, the Ray Train controller and Ray Data.
 LOCAL_CPU_RESERVE = 0.2
 
-#: Metrics every built-in run reports each epoch, by task (besides epoch and timings).
-_RESOURCES = "spec.training.resourcesPerWorker"
 #: The headline metric of a task and whether higher is better.
 KEY_METRIC: dict[str, tuple[str, str]] = {
     "classification": ("val_accuracy", "max"),
@@ -129,8 +127,8 @@ def size_workers(
         return _cluster_sizing(count, training, available)
     if in_process:
         return _in_process_sizing(training, available)
-    cpu = parse_quantity(res.cpu, _RESOURCES + ".cpu")
-    memory: float | None = parse_quantity(res.memory, _RESOURCES + ".memory")
+    cpu = parse_quantity(res.cpu, WORKER_RESOURCES_FIELD + ".cpu")
+    memory: float | None = parse_quantity(res.memory, WORKER_RESOURCES_FIELD + ".memory")
     gpu = float(res.gpu)
     notes: list[str] = []
     if local:

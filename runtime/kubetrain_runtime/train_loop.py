@@ -1,10 +1,11 @@
 """The per-worker training loop, run by every Ray Train worker.
 
 Each worker reads its shard (split on the driver, see ``SHARDS_KEY``), trains a replica
-(DDP when there is more than one worker), and all-reduces sums of loss, correct predictions
-and counts, so that the metrics it reports are those of the whole data, not of rank 0's shard. Every
-epoch is reported (``ray.train.report`` is a barrier); every ``checkpoint_every`` epochs,
-and at the end, rank 0 attaches a checkpoint that holds enough to resume at the next epoch.
+(DDP when there is more than one worker), and all-reduces sums of loss, correct
+predictions and counts, so that the metrics it reports are those of the whole data, not of
+rank 0's shard. Every epoch is reported (``ray.train.report`` is a barrier); every
+``checkpoint_every`` epochs, and at the end, rank 0 attaches a checkpoint that holds enough
+to resume at the next epoch.
 
 A custom ``spec.training.trainFunction`` replaces ``train_loop_per_worker``: it is called
 as ``fn(config)`` with ``config["plan"]`` the TrainPlan as a dict, reads the shards

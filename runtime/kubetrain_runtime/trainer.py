@@ -28,6 +28,7 @@ from typing import Any
 import ray.train
 from ray.train.torch import TorchTrainer
 
+from kubetrain.api.raynode import HEAD_RESOURCES_FIELD, WORKER_RESOURCES_FIELD
 from kubetrain.api.v1alpha1 import Progress
 from kubetrain.errors import SpecError, UserError
 from kubetrain_runtime.data.pipeline import PreparedData
@@ -237,12 +238,12 @@ def out_of_memory_message(kill: MemoryKill, head_ip: str | None, pods: dict[str,
         return (
             f"the Ray head pod{name} ran out of memory{usage}: Ray's memory monitor stopped "
             "a process on it (the head holds the driver, the data stage and Ray Train's "
-            "controller); raise spec.cluster.head.resources.memory"
+            f"controller); raise {HEAD_RESOURCES_FIELD}.memory"
         )
     where = f" on pod {pod}" if pod else ""
     return (
         f"a training worker{where} ran out of memory{usage}: Ray's memory monitor stopped "
-        "it near its pod's limit; raise spec.training.resourcesPerWorker.memory, or lower "
+        f"it near its pod's limit; raise {WORKER_RESOURCES_FIELD}.memory, or lower "
         "batchSize or the model's size"
     )
 
